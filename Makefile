@@ -1,0 +1,94 @@
+# Skiff's build. `make run` brings up a single-node cluster with a demo app;
+# `make test` runs every test CI runs. Both install what they need (as root).
+
+SHELL        := /bin/bash
+GO           ?= go
+OUT          := _output
+KUBE_VERSION := $(shell $(GO) list -m -f '{{.Version}}' k8s.io/kubernetes 2>/dev/null)
+KUBE_MINOR   := $(word 2,$(subst ., ,$(KUBE_VERSION)))
+GIT_COMMIT   := $(shell git rev-parse HEAD 2>/dev/null)
+GIT_TREE     := $(if $(shell git status --porcelain 2>/dev/null),dirty,clean)
+SKIFF_VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+BUILD_DATE   := $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+
+# The upstream components and kubectl report the Kubernetes version they are
+# built from, as their own release builds do.
+VERSION_PKGS := k8s.io/component-base/version k8s.io/client-go/pkg/version
+LDFLAGS := -s -w -X main.version=$(SKIFF_VERSION) \
+	$(foreach p,$(VERSION_PKGS),-X $(p).gitVersion=$(KUBE_VERSION) -X $(p).gitMajor=1 -X $(p).gitMinor=$(KUBE_MINOR) \
+	  -X $(p).gitCommit=$(GIT_COMMIT) -X $(p).gitTreeState=$(GIT_TREE) -X $(p).buildDate=$(BUILD_DATE))
+export GOFLAGS := -buildvcs=false
+
+.PHONY: all build images cluster cluster-down test test-fuzz verify-generate test-unit test-e2e generate run stop lint deps clean
+
+all: build
+
+build: images
+	@mkdir -p $(OUT)
+	@echo "building $(OUT)/skiff (Kubernetes $(KUBE_VERSION); the first build compiles Kubernetes and takes a few minutes)"
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(OUT)/skiff ./cmd/skiff
+	@# A standalone upstream kubectl of the same version, for tests that check skiff against it.
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(OUT)/kubectl k8s.io/kubernetes/cmd/kubectl
+	@if [ -d cmd/skiff-cni ]; then CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(OUT)/skiff-cni ./cmd/skiff-cni; fi
+
+# Skiff's own images (pod sandbox, echo server v1 and v2), built from its Go
+# code as docker archives the agent imports at start.
+IMAGE_BIN := CGO_ENABLED=0 $(GO) build -trimpath
+images:
+	@mkdir -p $(OUT)/bin $(OUT)/images
+	$(IMAGE_BIN) -o $(OUT)/bin/mkimage ./images/mkimage
+	$(IMAGE_BIN) -ldflags '-s -w -X main.version=v1' -o $(OUT)/bin/pause ./images/pause
+	$(IMAGE_BIN) -ldflags '-s -w -X main.version=v1' -o $(OUT)/bin/echo-v1 ./images/echo
+	$(IMAGE_BIN) -ldflags '-s -w -X main.version=v2' -o $(OUT)/bin/echo-v2 ./images/echo
+	$(OUT)/bin/mkimage -ref skiff.local/pause:v1 -bin $(OUT)/bin/pause -path /pause -o $(OUT)/images/pause.tar
+	$(OUT)/bin/mkimage -ref skiff.local/echo:v1 -bin $(OUT)/bin/echo-v1 -path /echo -o $(OUT)/images/echo-v1.tar
+	$(OUT)/bin/mkimage -ref skiff.local/echo:v2 -bin $(OUT)/bin/echo-v2 -path /echo -o $(OUT)/images/echo-v2.tar
+
+deps:
+	@hack/install-deps.sh
+
+generate:
+	$(GO) generate ./bpf/...
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: run gofmt -w on the files above"; exit 1; }
+	$(GO) vet $$($(GO) list ./... | grep -v /hack)
+
+test: deps build lint verify-generate test-unit test-fuzz test-e2e
+
+# The BPF objects and their Go bindings are committed so go build needs no
+# clang; this fails when they no longer match their C sources.
+verify-generate: generate
+	@git diff --exit-code --stat -- bpf/ || { echo "bpf/: generated files are stale: run make generate and commit them"; exit 1; }
+
+# The DNS query path takes packets from anyone: fuzz it for a bounded time.
+test-fuzz:
+	$(GO) test -run='^$$' -fuzz=FuzzHandler -fuzztime=20s ./dns/server
+
+# Packages that compile without the Kubernetes server code run here; the
+# control plane is tested through the built binary in test/.
+test-unit:
+	$(GO) test -count=1 $$($(GO) list ./... | grep -v -e /test/ -e /hack)
+
+test-e2e:
+	SKIFF_BINARY=$(CURDIR)/$(OUT)/skiff KUBECTL_BINARY=$(CURDIR)/$(OUT)/kubectl $(GO) test -count=1 -p 1 -timeout 40m ./test/...
+
+# A multi-node test cluster on this machine (network namespaces joined by a
+# bridge), for trying things by hand: make cluster NODES=3; make cluster-down.
+NODES ?= 3
+POD_NETWORK ?= routed
+cluster: build
+	@CGO_ENABLED=0 $(GO) build -o $(OUT)/bin/testcluster ./test/cluster/testcluster
+	@SKIFF_BINARY=$(CURDIR)/$(OUT)/skiff $(OUT)/bin/testcluster up -nodes $(NODES) -pod-network $(POD_NETWORK)
+
+cluster-down:
+	@if [ -x $(OUT)/bin/testcluster ]; then $(OUT)/bin/testcluster down; else echo "no test cluster tool built; nothing to stop"; fi
+
+run: deps build
+	@hack/run.sh
+
+stop:
+	@hack/stop.sh
+
+clean:
+	rm -rf $(OUT)

@@ -1,0 +1,137 @@
+//go:build ignore
+
+// SPDX-License-Identifier: (GPL-2.0-only OR MIT)
+/*
+ * Socket-level service load balancing for IPv4, attached to a node's cgroup.
+ *
+ * connect(2) and sendmsg(2) to a Service frontend are rewritten to a backend
+ * before the kernel routes the packet, so the translation happens once per
+ * connection (per datagram for unconnected UDP) and the packets themselves
+ * carry the backend's address: no per-packet NAT and no conntrack entry.
+ * getpeername(2) and recvmsg(2) rewrite the backend back to the frontend, so
+ * applications see the address they dialled.
+ *
+ * The programs act only on sockets of processes inside the cgroup they are
+ * attached to (the node's /skiff-<node> subtree), which is how several
+ * simulated nodes share one kernel, each with its own maps.
+ */
+#include "lb.h"
+
+char __license[] SEC("license") = "Dual MIT/GPL";
+
+static __always_inline int reject(const struct lb4_service *svc)
+{
+	if (svc->flags & SVC_F_NO_LOCAL) {
+		stat_inc(STAT_REJECT_NO_LOCAL);
+		bpf_set_retval(-EHOSTUNREACH);
+	} else {
+		stat_inc(STAT_REJECT_NO_ENDPOINTS);
+		bpf_set_retval(-ECONNREFUSED);
+	}
+	return 0;
+}
+
+static __always_inline int sock4_xlate(struct bpf_sock_addr *ctx, int sendmsg)
+{
+	__u32 proto = ctx->protocol;
+	struct lb4_key key = {
+		.addr = ctx->user_ip4,
+		.port = (__be16)ctx->user_port,
+		.proto = (__u8)proto,
+		.scope = SCOPE_INTERNAL,
+	};
+	struct lb_affinity_key akey = {};
+	struct lb_affinity_key *ap = NULL;
+	struct lb4_service *svc;
+	struct lb4_backend *be;
+	__u32 backend_id;
+	__u64 cookie, now = 0;
+
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		return 1;
+	svc = bpf_map_lookup_elem(&lb4_services, &key);
+	if (!svc)
+		return 1;
+	if (svc->count == 0)
+		return reject(svc);
+
+	cookie = bpf_get_socket_cookie(ctx);
+	if (svc->flags & SVC_F_AFFINITY) {
+		/* A pod is its network namespace: the netns cookie stands for
+		 * the client address kube-proxy would key affinity on. */
+		akey.cookie = bpf_get_netns_cookie(ctx);
+		akey.kind = AFFINITY_CLIENT;
+		ap = &akey;
+		now = bpf_ktime_get_ns();
+	} else if (sendmsg) {
+		/* Datagrams of one unconnected UDP socket stick to one backend,
+		 * as conntrack keeps a UDP flow on one endpoint under kube-proxy. */
+		akey.cookie = cookie;
+		akey.kind = AFFINITY_SOCKET;
+		ap = &akey;
+	}
+	backend_id = lb4_pick(svc, ap, now);
+	if (!backend_id)
+		return reject(svc);
+	be = bpf_map_lookup_elem(&lb4_backends, &backend_id);
+	if (!be)
+		return reject(svc);
+
+	struct lb4_sock_key rkey = { .cookie = cookie, .addr = be->addr, .port = be->port };
+	struct lb4_sock_val rval = { .addr = key.addr, .port = key.port, .id = svc->id };
+
+	bpf_map_update_elem(&lb4_sock_revnat, &rkey, &rval, BPF_ANY);
+	ctx->user_ip4 = be->addr;
+	ctx->user_port = (__u32)be->port;
+	stat_inc(sendmsg ? STAT_XLATE_SENDMSG : STAT_XLATE_CONNECT);
+	return 1;
+}
+
+/* sock4_revnat shows the frontend in place of the backend, as long as the
+ * frontend still exists with the same id. */
+static __always_inline int sock4_revnat(struct bpf_sock_addr *ctx)
+{
+	struct lb4_sock_key key = {
+		.cookie = bpf_get_socket_cookie(ctx),
+		.addr = ctx->user_ip4,
+		.port = (__be16)ctx->user_port,
+	};
+	struct lb4_sock_val *val = bpf_map_lookup_elem(&lb4_sock_revnat, &key);
+	struct lb4_frontend *fe;
+
+	if (!val)
+		return 1;
+	fe = bpf_map_lookup_elem(&lb4_revnat, &val->id);
+	if (!fe || fe->addr != val->addr || fe->port != val->port) {
+		bpf_map_delete_elem(&lb4_sock_revnat, &key);
+		return 1;
+	}
+	ctx->user_ip4 = val->addr;
+	ctx->user_port = (__u32)val->port;
+	stat_inc(STAT_REVNAT);
+	return 1;
+}
+
+SEC("cgroup/connect4")
+int skiff_connect4(struct bpf_sock_addr *ctx)
+{
+	return sock4_xlate(ctx, 0);
+}
+
+SEC("cgroup/sendmsg4")
+int skiff_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	return sock4_xlate(ctx, 1);
+}
+
+SEC("cgroup/recvmsg4")
+int skiff_recvmsg4(struct bpf_sock_addr *ctx)
+{
+	return sock4_revnat(ctx);
+}
+
+SEC("cgroup/getpeername4")
+int skiff_getpeername4(struct bpf_sock_addr *ctx)
+{
+	return sock4_revnat(ctx);
+}

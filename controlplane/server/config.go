@@ -1,0 +1,133 @@
+// Package server assembles Skiff's control plane: credentials, etcd, the
+// upstream API server, controller manager and scheduler, and the objects a
+// fresh cluster needs, in one process.
+package server
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+)
+
+// Config is what `skiff server` is told. Zero values take the documented defaults.
+type Config struct {
+	DataDir          string   // default /var/lib/skiff/server
+	BindAddress      string   // default 0.0.0.0
+	AdvertiseAddress string   // default: the address of the interface holding the default route
+	HTTPSPort        int      // default 6443
+	EtcdServers      []string // external etcd; empty → embedded etcd
+	EtcdPort         int      // embedded etcd's loopback client port; default 2379
+	EtcdCAFile       string
+	EtcdCertFile     string
+	EtcdKeyFile      string
+	ClusterCIDR      string // default 10.244.0.0/16
+	NodeCIDRMaskSize int    // default 24
+	ServiceCIDR      string // default 10.96.0.0/12
+	NodePortRange    string // default 30000-32767
+	ClusterDNS       string // default 10.96.0.10
+	ClusterDomain    string // default cluster.local
+
+	Out    io.Writer    // progress lines for a person
+	Logger *slog.Logger // structured logs
+}
+
+// Defaults fills in unset fields.
+func (c *Config) Defaults() {
+	def := func(s *string, v string) {
+		if *s == "" {
+			*s = v
+		}
+	}
+	def(&c.DataDir, "/var/lib/skiff/server")
+	def(&c.BindAddress, "0.0.0.0")
+	def(&c.ClusterCIDR, "10.244.0.0/16")
+	def(&c.ServiceCIDR, "10.96.0.0/12")
+	def(&c.NodePortRange, "30000-32767")
+	def(&c.ClusterDNS, "10.96.0.10")
+	def(&c.ClusterDomain, "cluster.local")
+	if c.HTTPSPort == 0 {
+		c.HTTPSPort = 6443
+	}
+	if c.EtcdPort == 0 {
+		c.EtcdPort = 2379
+	}
+	if c.NodeCIDRMaskSize == 0 {
+		c.NodeCIDRMaskSize = 24
+	}
+	if c.AdvertiseAddress == "" {
+		c.AdvertiseAddress = DefaultRouteAddress()
+	}
+	if c.Out == nil {
+		c.Out = io.Discard
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Validate names the flag that is wrong and how to fix it.
+func (c *Config) Validate() error {
+	var errs []error
+	cluster, err := netip.ParsePrefix(c.ClusterCIDR)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("--cluster-cidr %q: want a CIDR such as 10.244.0.0/16", c.ClusterCIDR))
+	}
+	svc, err := netip.ParsePrefix(c.ServiceCIDR)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("--service-cidr %q: want a CIDR such as 10.96.0.0/12", c.ServiceCIDR))
+	}
+	if cluster.IsValid() && svc.IsValid() && cluster.Overlaps(svc) {
+		errs = append(errs, fmt.Errorf("--cluster-cidr %s overlaps --service-cidr %s: pick ranges that do not overlap", cluster, svc))
+	}
+	if cluster.IsValid() && (c.NodeCIDRMaskSize <= cluster.Bits() || c.NodeCIDRMaskSize > 30) {
+		errs = append(errs, fmt.Errorf("--node-cidr-mask-size %d: must be longer than --cluster-cidr's /%d and at most 30", c.NodeCIDRMaskSize, cluster.Bits()))
+	}
+	if dns, err := netip.ParseAddr(c.ClusterDNS); err != nil {
+		errs = append(errs, fmt.Errorf("--cluster-dns %q: want an IP address inside --service-cidr", c.ClusterDNS))
+	} else if svc.IsValid() && !svc.Contains(dns) {
+		errs = append(errs, fmt.Errorf("--cluster-dns %s is outside --service-cidr %s: pick an address inside it, such as 10.96.0.10", dns, svc))
+	}
+	if _, _, err := parsePortRange(c.NodePortRange); err != nil {
+		errs = append(errs, err)
+	}
+	if c.HTTPSPort < 1 || c.HTTPSPort > 65535 {
+		errs = append(errs, fmt.Errorf("--https-port %d: want 1-65535", c.HTTPSPort))
+	}
+	if ip := net.ParseIP(c.AdvertiseAddress); ip == nil || ip.IsLoopback() || ip.IsUnspecified() {
+		errs = append(errs, fmt.Errorf("--advertise-address %q: want a non-loopback address of this machine that nodes can reach (none was found on the default route)", c.AdvertiseAddress))
+	}
+	return errors.Join(errs...)
+}
+
+func parsePortRange(s string) (int, int, error) {
+	lo, hi, ok := strings.Cut(s, "-")
+	a, err1 := strconv.Atoi(lo)
+	b, err2 := strconv.Atoi(hi)
+	if !ok || err1 != nil || err2 != nil || a < 1 || b > 65535 || a > b {
+		return 0, 0, fmt.Errorf("--service-node-port-range %q: want LOW-HIGH such as 30000-32767", s)
+	}
+	return a, b, nil
+}
+
+// firstServiceIP is the address the `kubernetes` Service gets: the API
+// server's certificate must carry it for in-cluster clients.
+func firstServiceIP(cidr string) net.IP {
+	p := netip.MustParsePrefix(cidr)
+	return net.IP(p.Masked().Addr().Next().AsSlice())
+}
+
+// DefaultRouteAddress returns the source address the kernel picks for
+// traffic leaving the machine (no packet is sent), or 127.0.0.1.
+func DefaultRouteAddress() string {
+	conn, err := net.Dial("udp4", "192.0.2.1:9") // TEST-NET-1: a UDP "dial" only selects a route
+	if err != nil {
+		return "127.0.0.1"
+	}
+	defer conn.Close()
+	return conn.LocalAddr().(*net.UDPAddr).IP.String()
+}

@@ -1,0 +1,162 @@
+// Package ingress is Skiff's L7 proxy for Ingress and the Gateway API, as
+// the agent runs it: a controller that watches the cluster (ingress/
+// controller), compiles route tables (ingress/routes) and swaps them into a
+// proxy (ingress/proxy) that sends requests straight to ready endpoints.
+//
+//	ing, err := ingress.New(ingress.Options{Client: client, HTTPAddr: ":80", HTTPSAddr: ":443"})
+//	...
+//	err = ing.Run(ctx)
+package ingress
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
+
+	"github.com/skiffnet/skiff/ingress/controller"
+	"github.com/skiffnet/skiff/ingress/proxy"
+	"github.com/skiffnet/skiff/ingress/routes"
+)
+
+// Options configure the ingress of one node.
+type Options struct {
+	Client kubernetes.Interface
+	// GatewayClient enables the Gateway API (GatewayClass "skiff"); nil
+	// serves Ingresses only.
+	GatewayClient gatewayclient.Interface
+	// Factory is an informer factory to share with other components; nil
+	// makes one. Run starts it.
+	Factory informers.SharedInformerFactory
+	// NodeIPs go into status.loadBalancer; empty means the InternalIPs of
+	// all Ready nodes.
+	NodeIPs []string
+	// HTTPAddr and HTTPSAddr are the proxy's listen addresses (":80" and
+	// ":443" when both are empty).
+	HTTPAddr, HTTPSAddr string
+	// ClassName is the IngressClass/GatewayClass name (default "skiff").
+	ClassName string
+	Logger    *slog.Logger
+	// AccessLog enables one log line per request on Logger.
+	AccessLog  bool
+	Registerer prometheus.Registerer
+	// DisableStatus turns off status writes (for read-only credentials).
+	DisableStatus bool
+}
+
+// Ingress is a running controller and proxy pair.
+type Ingress struct {
+	proxy      *proxy.Proxy
+	controller *controller.Controller
+}
+
+// New wires the proxy and the controller; nothing listens until Run.
+func New(o Options) (*Ingress, error) {
+	if o.Client == nil {
+		return nil, errors.New("ingress: no client")
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.HTTPAddr == "" && o.HTTPSAddr == "" {
+		o.HTTPAddr, o.HTTPSAddr = ":80", ":443"
+	}
+	log := o.Logger.With("component", "ingress")
+	po := proxy.Options{HTTPAddr: o.HTTPAddr, HTTPSAddr: o.HTTPSAddr, Logger: log, Registerer: o.Registerer}
+	if o.AccessLog {
+		po.AccessLog = log
+	}
+	p, err := proxy.New(po)
+	if err != nil {
+		return nil, err
+	}
+	httpPort, err := port(o.HTTPAddr, 80)
+	if err != nil {
+		return nil, err
+	}
+	httpsPort, err := port(o.HTTPSAddr, 443)
+	if err != nil {
+		return nil, err
+	}
+	c, err := controller.New(controller.Options{
+		Client:        o.Client,
+		Gateway:       o.GatewayClient,
+		Factory:       o.Factory,
+		ClassName:     o.ClassName,
+		NodeIPs:       o.NodeIPs,
+		HTTPPort:      httpPort,
+		HTTPSPort:     httpsPort,
+		Swap:          p.Swap,
+		Logger:        log,
+		DisableStatus: o.DisableStatus,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Ingress{proxy: p, controller: c}, nil
+}
+
+func port(addr string, def int32) (int32, error) {
+	if addr == "" {
+		return def, nil
+	}
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return 0, fmt.Errorf("ingress: address %q: %w", addr, err)
+	}
+	n, err := strconv.ParseUint(p, 10, 16)
+	if err != nil {
+		return 0, fmt.Errorf("ingress: address %q: %w", addr, err)
+	}
+	return int32(n), nil
+}
+
+// Proxy returns the proxy, for embedding its handlers elsewhere.
+func (i *Ingress) Proxy() *proxy.Proxy { return i.proxy }
+
+// Run serves until ctx ends or either half fails.
+func (i *Ingress) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 2)
+	go func() { errc <- i.proxy.Serve(ctx) }()
+	go func() { errc <- i.controller.Run(ctx) }()
+	err := <-errc
+	cancel()
+	if err2 := <-errc; err == nil {
+		err = err2
+	}
+	return err
+}
+
+// IngressClass is the IngressClass the server creates at bootstrap: Skiff
+// is the cluster's default, so Ingresses without a class are served too.
+func IngressClass() *networkingv1.IngressClass {
+	return &networkingv1.IngressClass{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:        routes.ClassName,
+			Annotations: map[string]string{networkingv1.AnnotationIsDefaultIngressClass: "true"},
+		},
+		Spec: networkingv1.IngressClassSpec{Controller: routes.Controller},
+	}
+}
+
+// GatewayClass is the GatewayClass the server creates once the Gateway API
+// CRDs (package gatewaycrds) are installed.
+func GatewayClass() *gatewayv1.GatewayClass {
+	desc := "Skiff's node proxy"
+	return &gatewayv1.GatewayClass{
+		ObjectMeta: metav1.ObjectMeta{Name: routes.ClassName},
+		Spec:       gatewayv1.GatewayClassSpec{ControllerName: routes.GatewayController, Description: &desc},
+	}
+}
