@@ -32,6 +32,9 @@ func (a *Agent) startIngress(ctx context.Context, client kubernetes.Interface, k
 		HTTPSAddr:     c.IngressHTTPS,
 		Logger:        c.Logger.With("component", "ingress"),
 		Registerer:    a.metrics,
+		// Gateways with an address of their own (server --gateway-cidr
+		// or spec.addresses) are served on it by every node.
+		LocalAddresses: true,
 	})
 	if err != nil {
 		return fmt.Errorf("ingress: %w", err)

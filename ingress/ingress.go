@@ -25,6 +25,7 @@ import (
 	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/skiffnet/skiff/ingress/controller"
+	"github.com/skiffnet/skiff/ingress/gatewayaddr"
 	"github.com/skiffnet/skiff/ingress/proxy"
 	"github.com/skiffnet/skiff/ingress/routes"
 )
@@ -52,6 +53,9 @@ type Options struct {
 	Registerer prometheus.Registerer
 	// DisableStatus turns off status writes (for read-only credentials).
 	DisableStatus bool
+	// LocalAddresses makes the addresses of Gateways that have one local
+	// to this network namespace (gatewayaddr.Local), as the agent does.
+	LocalAddresses bool
 }
 
 // Ingress is a running controller and proxy pair.
@@ -88,6 +92,21 @@ func New(o Options) (*Ingress, error) {
 	if err != nil {
 		return nil, err
 	}
+	swap := p.Swap
+	if o.LocalAddresses {
+		local, err := gatewayaddr.NewLocal()
+		if err != nil {
+			return nil, err
+		}
+		swap = func(t *routes.Table) {
+			// Local before the swap: by the time status says the
+			// Gateway is programmed, its address answers.
+			if err := local.Sync(t.GatewayAddresses()); err != nil {
+				log.Warn("making Gateway addresses local", "err", err)
+			}
+			p.Swap(t)
+		}
+	}
 	c, err := controller.New(controller.Options{
 		Client:        o.Client,
 		Gateway:       o.GatewayClient,
@@ -96,7 +115,7 @@ func New(o Options) (*Ingress, error) {
 		NodeIPs:       o.NodeIPs,
 		HTTPPort:      httpPort,
 		HTTPSPort:     httpsPort,
-		Swap:          p.Swap,
+		Swap:          swap,
 		Logger:        log,
 		DisableStatus: o.DisableStatus,
 	})

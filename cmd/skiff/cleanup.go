@@ -11,6 +11,7 @@ import (
 	"github.com/skiffnet/skiff/agent/cleanup"
 	cniinstall "github.com/skiffnet/skiff/cni/install"
 	"github.com/skiffnet/skiff/cni/routes"
+	"github.com/skiffnet/skiff/ingress/gatewayaddr"
 )
 
 // dataPlaneCleanup lists what the data plane leaves on the machine once the
@@ -33,6 +34,7 @@ func dataPlaneCleanup(agentDir string, nodes []string) []cleanup.Step {
 	}
 	return append(steps,
 		cleanup.Step{Name: "pod routes to other nodes and the VXLAN device", Run: removeRoutes},
+		cleanup.Step{Name: "local routes of Gateway addresses", Run: gatewayaddr.Flush},
 		cleanup.Step{Name: "masquerade table " + routes.Table, Run: func() error {
 			m, err := routes.NewMasquerade()
 			if err != nil {

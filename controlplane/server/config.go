@@ -31,6 +31,9 @@ type Config struct {
 	NodePortRange    string // default 30000-32767
 	ClusterDNS       string // default 10.96.0.10
 	ClusterDomain    string // default cluster.local
+	// GatewayCIDR is the pool Gateways of class skiff get addresses from;
+	// empty: Gateways share the nodes' addresses.
+	GatewayCIDR string
 
 	Out    io.Writer    // progress lines for a person
 	Logger *slog.Logger // structured logs
@@ -91,6 +94,15 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("--cluster-dns %q: want an IP address inside --service-cidr", c.ClusterDNS))
 	} else if svc.IsValid() && !svc.Contains(dns) {
 		errs = append(errs, fmt.Errorf("--cluster-dns %s is outside --service-cidr %s: pick an address inside it, such as 10.96.0.10", dns, svc))
+	}
+	if c.GatewayCIDR != "" {
+		gw, err := netip.ParsePrefix(c.GatewayCIDR)
+		switch {
+		case err != nil || gw.Bits() == gw.Addr().BitLen():
+			errs = append(errs, fmt.Errorf("--gateway-cidr %q: want a CIDR with room for addresses, such as 10.250.0.0/24", c.GatewayCIDR))
+		case cluster.IsValid() && gw.Overlaps(cluster), svc.IsValid() && gw.Overlaps(svc):
+			errs = append(errs, fmt.Errorf("--gateway-cidr %s overlaps --cluster-cidr or --service-cidr: pick a range of its own", gw))
+		}
 	}
 	if _, _, err := parsePortRange(c.NodePortRange); err != nil {
 		errs = append(errs, err)

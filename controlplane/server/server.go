@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
 	"time"
+
+	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -20,6 +23,7 @@ import (
 	"github.com/skiffnet/skiff/controlplane/etcd"
 	"github.com/skiffnet/skiff/controlplane/localpath"
 	"github.com/skiffnet/skiff/controlplane/pki"
+	"github.com/skiffnet/skiff/ingress/gatewayaddr"
 )
 
 // Server is one control-plane process.
@@ -239,5 +243,20 @@ func (s *Server) runControllers(ctx context.Context, client kubernetes.Interface
 	}
 	factory.Start(ctx.Done())
 	go func() { done <- component("local-path provisioner", lp.Run(ctx)) }()
+	if s.cfg.GatewayCIDR != "" {
+		rc, err := clientcmd.BuildConfigFromFlags("", s.AdminKubeconfig())
+		if err != nil {
+			return err
+		}
+		gw, err := gatewayclient.NewForConfig(rc)
+		if err != nil {
+			return err
+		}
+		a, err := gatewayaddr.NewAllocator(gw, netip.MustParsePrefix(s.cfg.GatewayCIDR), "", s.cfg.Logger.With("controller", "gateway-addresses"))
+		if err != nil {
+			return err
+		}
+		go func() { done <- component("gateway address allocator", a.Run(ctx)) }()
+	}
 	return nil
 }

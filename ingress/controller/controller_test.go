@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http/httptest"
+	"net/netip"
 	"reflect"
 	"sync"
 	"testing"
@@ -53,7 +54,7 @@ func (t *tables) waitRoute(tb testing.TB, host, path, backend string, within tim
 			r := httptest.NewRequest("GET", path, nil)
 			r.Host = host
 			got = "404"
-			if rt := tab.Match(routes.HTTP, r); rt != nil && len(rt.Backends) > 0 {
+			if rt := tab.Match(routes.HTTP, netip.Addr{}, r); rt != nil && len(rt.Backends) > 0 {
 				got = rt.Backends[0].Name
 			}
 			if got == backend {
@@ -157,7 +158,7 @@ func TestIngressLifecycle(t *testing.T) {
 		tab, _ := tabs.get()
 		r := httptest.NewRequest("GET", "/", nil)
 		r.Host = "a.example.com"
-		rt := tab.Match(routes.HTTP, r)
+		rt := tab.Match(routes.HTTP, netip.Addr{}, r)
 		return rt != nil && len(rt.Backends[0].Endpoints) == 2
 	}, "second endpoint in the table")
 

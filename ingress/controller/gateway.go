@@ -113,6 +113,9 @@ func (g *gatewayWatch) writeStatus(ctx context.Context, st *routes.GatewayStatus
 		}
 		u := gw.DeepCopy()
 		u.Status.Addresses = statusAddrs
+		if len(want.Addresses) > 0 {
+			u.Status.Addresses = want.Addresses
+		}
 		u.Status.Conditions = mergeConditions(gw.Status.Conditions, want.Conditions)
 		var ls []gatewayv1.ListenerStatus
 		for _, l := range want.Listeners {

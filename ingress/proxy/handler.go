@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -43,7 +44,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st := &state{listener: h.listener}
 	// The table is loaded once: the whole request sees one configuration.
 	tab := p.table.Load()
-	st.route = tab.Match(h.listener, r)
+	st.route = tab.Match(h.listener, localAddr(tab, r), r)
 	h.serve(rec, r, st)
 	if rec.status == 0 {
 		rec.status = http.StatusOK
@@ -243,3 +244,16 @@ func (r *recorder) Flush() {
 }
 
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// localAddr is the address the client connected to, which picks the
+// Gateway when Gateways have addresses of their own; the lookup is skipped
+// when none has.
+func localAddr(tab *routes.Table, r *http.Request) netip.Addr {
+	if !tab.ByAddress() {
+		return netip.Addr{}
+	}
+	if a, ok := r.Context().Value(http.LocalAddrContextKey).(*net.TCPAddr); ok {
+		return a.AddrPort().Addr()
+	}
+	return netip.Addr{}
+}

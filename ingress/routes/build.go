@@ -99,8 +99,18 @@ func Build(in Input) *Result {
 	if in.Gateway != nil {
 		b.gateways(in.Gateway)
 	}
-	for i := range b.t.listeners {
-		h := &b.t.listeners[i]
+	b.t.listeners.sort()
+	for _, s := range b.t.gateways {
+		s.sort()
+	}
+	b.res.Table = b.t
+	return b.res
+}
+
+// sort orders every host group of the site for matching.
+func (s *site) sort() {
+	for i := range s {
+		h := &s[i]
 		for _, g := range h.exact {
 			sortGroup(g)
 		}
@@ -120,8 +130,6 @@ func Build(in Input) *Result {
 			return a.single && !b.single
 		})
 	}
-	b.res.Table = b.t
-	return b.res
 }
 
 type builder struct {

@@ -10,6 +10,7 @@ import (
 	"math/big"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -118,7 +119,7 @@ func req(method, host, target string, hdr ...string) *http.Request {
 // backendOf names the first backend a request routes to, "" when none and
 // "404" when no route matches.
 func backendOf(t *Table, l Listener, r *http.Request) string {
-	rt := t.Match(l, r)
+	rt := t.Match(l, netip.Addr{}, r)
 	if rt == nil {
 		return "404"
 	}

@@ -1,6 +1,7 @@
 package routes
 
 import (
+	"net/netip"
 	"sort"
 	"strconv"
 	"strings"
@@ -49,8 +50,9 @@ type listener struct {
 	spec     *gatewayv1.Listener
 	status   *gatewayv1.ListenerStatus
 	side     Listener
-	accepted bool // its Accepted condition: routes may attach and count
-	valid    bool // accepted, resolved and unconflicted: it serves traffic
+	addr     netip.Addr // the Gateway's own address; zero: the nodes'
+	accepted bool       // its Accepted condition: routes may attach and count
+	valid    bool       // accepted, resolved and unconflicted: it serves traffic
 	hostname string
 }
 
@@ -95,6 +97,7 @@ func (b *builder) gateways(in *GatewayInput) {
 		nsLabels[n.Name] = n.Labels
 	}
 	listeners := map[types.NamespacedName][]*listener{}
+	badAddress := map[types.NamespacedName]string{}
 	for _, gw := range in.Gateways {
 		if !ours[string(gw.Spec.GatewayClassName)] || gw.DeletionTimestamp != nil {
 			continue
@@ -102,10 +105,29 @@ func (b *builder) gateways(in *GatewayInput) {
 		key := types.NamespacedName{Namespace: gw.Namespace, Name: gw.Name}
 		gs := &gatewayv1.GatewayStatus{}
 		st.Gateways[key] = gs
-		listeners[key] = b.gatewayListeners(in, gw, gs)
+		addr, own, err := GatewayAddress(gw)
+		if err != nil {
+			b.problem("gateway/"+key.String(), "%v", err)
+			badAddress[key] = err.Error()
+		}
+		ls := b.gatewayListeners(in, gw, gs)
+		if own {
+			ipType := gatewayv1.IPAddressType
+			gs.Addresses = []gatewayv1.GatewayStatusAddress{{Type: &ipType, Value: addr.String()}}
+			if b.t.gateways == nil {
+				b.t.gateways = map[netip.Addr]*site{}
+			}
+			if b.t.gateways[addr] == nil {
+				b.t.gateways[addr] = &site{}
+			}
+			for _, l := range ls {
+				l.addr = addr
+			}
+		}
+		listeners[key] = ls
 	}
 	routes := append([]*gatewayv1.HTTPRoute(nil), in.HTTPRoutes...)
-	sort.Slice(routes, func(i, j int) bool { return olderRoute(routes[i], routes[j]) })
+	sort.Slice(routes, func(i, j int) bool { return Older(routes[i], routes[j]) })
 	for _, hr := range routes {
 		b.httpRoute(in, hr, listeners, nsLabels, st)
 	}
@@ -133,21 +155,30 @@ func (b *builder) gateways(in *GatewayInput) {
 		if !programmed {
 			progReason = string(gatewayv1.GatewayReasonInvalid)
 		}
+		accMsg := ""
+		if msg, bad := badAddress[key]; bad {
+			// The Gateway is still served on the nodes' addresses, but
+			// not where it asked to be.
+			gwAccepted, accReason, accMsg = false, string(gatewayv1.GatewayReasonUnsupportedAddress), msg
+		}
 		gs.Conditions = []metav1.Condition{
-			cond(string(gatewayv1.GatewayConditionAccepted), gwAccepted, accReason, "", gen),
+			cond(string(gatewayv1.GatewayConditionAccepted), gwAccepted, accReason, accMsg, gen),
 			cond(string(gatewayv1.GatewayConditionProgrammed), programmed, progReason, "", gen),
 		}
 	}
 }
 
-func olderRoute(a, c *gatewayv1.HTTPRoute) bool {
-	if !a.CreationTimestamp.Equal(&c.CreationTimestamp) {
-		return a.CreationTimestamp.Before(&c.CreationTimestamp)
+// Older orders objects as the API specifications ask when two conflict:
+// the older wins, then the first by namespace/name.
+func Older(a, c metav1.Object) bool {
+	ta, tc := a.GetCreationTimestamp(), c.GetCreationTimestamp()
+	if !ta.Equal(&tc) {
+		return ta.Before(&tc)
 	}
-	if a.Namespace != c.Namespace {
-		return a.Namespace < c.Namespace
+	if a.GetNamespace() != c.GetNamespace() {
+		return a.GetNamespace() < c.GetNamespace()
 	}
-	return a.Name < c.Name
+	return a.GetName() < c.GetName()
 }
 
 // gatewayListeners validates the listeners of one Gateway and loads their

@@ -2,7 +2,9 @@ package routes
 
 import (
 	"net/http"
+	"net/netip"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -232,7 +234,7 @@ func TestGatewayWeightsAndFilters(t *testing.T) {
 	}}
 	withServices(&in, "v1", "v2")
 	res := Build(in)
-	rt := res.Table.Match(HTTP, req("GET", "h", "/split/x"))
+	rt := res.Table.Match(HTTP, netip.Addr{}, req("GET", "h", "/split/x"))
 	if rt == nil || len(rt.Backends) != 3 || rt.Filters.RequestHeaders == nil {
 		t.Fatalf("split route = %+v", rt)
 	}
@@ -251,10 +253,90 @@ func TestGatewayWeightsAndFilters(t *testing.T) {
 	if counts["default/v2:80"] < 140 || counts["default/v2:80"] > 260 {
 		t.Errorf("90/10 split over 2000 picks: %v", counts)
 	}
-	if rd := res.Table.Match(HTTP, req("GET", "h", "/old")); rd == nil || rd.Filters.Redirect == nil || rd.Filters.Redirect.Status != 301 {
+	if rd := res.Table.Match(HTTP, netip.Addr{}, req("GET", "h", "/old")); rd == nil || rd.Filters.Redirect == nil || rd.Filters.Redirect.Status != 301 {
 		t.Errorf("redirect route = %+v", rd)
 	}
-	if none := res.Table.Match(HTTP, req("GET", "h", "/none")); none == nil || none.Pick() != nil {
+	if none := res.Table.Match(HTTP, netip.Addr{}, req("GET", "h", "/none")); none == nil || none.Pick() != nil {
 		t.Errorf("a rule without backendRefs must have nothing to pick (the proxy answers 500)")
+	}
+}
+
+// TestGatewayAddresses: Gateways with an address of their own serve only
+// their routes there, and the nodes' addresses serve only the rest.
+func TestGatewayAddresses(t *testing.T) {
+	a, b := gateway("a", httpListener("http", "", gatewayv1.NamespacesFromAll)), gateway("b", httpListener("http", "", gatewayv1.NamespacesFromAll))
+	a.Annotations = map[string]string{AddressAnnotation: "10.250.0.1"}
+	ipType := gatewayv1.IPAddressType
+	b.Spec.Addresses = []gatewayv1.GatewaySpecAddress{{Type: &ipType, Value: "10.250.0.9"}}
+	shared := gateway("shared", httpListener("http", "", gatewayv1.NamespacesFromAll))
+	bad := gateway("bad", httpListener("http", "", gatewayv1.NamespacesFromAll))
+	bad.Spec.Addresses = []gatewayv1.GatewaySpecAddress{{Value: "not-an-ip"}}
+	route := func(name, gw, path, svc string) *gatewayv1.HTTPRoute {
+		r := httpRoute(name, nil, gatewayv1.HTTPRouteRule{
+			Matches:     []gatewayv1.HTTPRouteMatch{pathMatch(gatewayv1.PathMatchPathPrefix, path)},
+			BackendRefs: []gatewayv1.HTTPBackendRef{backendRef(svc, 1)},
+		})
+		r.Spec.ParentRefs[0].Name = gatewayv1.ObjectName(gw)
+		return r
+	}
+	in := Input{Gateway: &GatewayInput{
+		Classes:  []*gatewayv1.GatewayClass{gwClass()},
+		Gateways: []*gatewayv1.Gateway{a, b, shared, bad},
+		HTTPRoutes: []*gatewayv1.HTTPRoute{
+			route("ra", "a", "/", "va"), route("rb", "b", "/", "vb"), route("rs", "shared", "/s", "vs"),
+		},
+	}}
+	withServices(&in, "va", "vb", "vs")
+	res := Build(in)
+	at := func(addr string, path string) string {
+		rt := res.Table.Match(HTTP, netip.MustParseAddr(addr), req("GET", "h", path))
+		if rt == nil || len(rt.Backends) == 0 {
+			return "404"
+		}
+		return rt.Backends[0].Name
+	}
+	for _, c := range []struct{ addr, path, want string }{
+		{"10.250.0.1", "/x", "default/va:80"},
+		{"10.250.0.9", "/x", "default/vb:80"},
+		{"::ffff:10.250.0.9", "/x", "default/vb:80"}, // an IPv4 client on a dual-stack socket
+		{"10.250.0.1", "/s", "default/va:80"},        // the shared Gateway's route is not here
+		{"172.30.0.11", "/s", "default/vs:80"},       // a node address
+		{"172.30.0.11", "/x", "404"},
+	} {
+		if got := at(c.addr, c.path); got != c.want {
+			t.Errorf("GET %s%s: %s, want %s", c.addr, c.path, got, c.want)
+		}
+	}
+	if got := res.Table.GatewayAddresses(); len(got) != 2 || got[0].String() != "10.250.0.1" || got[1].String() != "10.250.0.9" {
+		t.Errorf("GatewayAddresses() = %v, want [10.250.0.1 10.250.0.9]", got)
+	}
+	st := res.Gateway.Gateways
+	if got := st[types.NamespacedName{Namespace: "infra", Name: "a"}].Addresses; len(got) != 1 || got[0].Value != "10.250.0.1" {
+		t.Errorf("gateway a status addresses %v, want 10.250.0.1", got)
+	}
+	if got := st[types.NamespacedName{Namespace: "infra", Name: "shared"}].Addresses; len(got) != 0 {
+		t.Errorf("gateway shared status addresses %v, want none (the writer fills in node addresses)", got)
+	}
+	if got := conditionOf(st[types.NamespacedName{Namespace: "infra", Name: "bad"}].Conditions, string(gatewayv1.GatewayConditionAccepted)); got != "False/UnsupportedAddress" {
+		t.Errorf("gateway bad Accepted = %s, want False/UnsupportedAddress", got)
+	}
+}
+
+func TestRuleTimeouts(t *testing.T) {
+	d := func(s string) *gatewayv1.Duration { v := gatewayv1.Duration(s); return &v }
+	for _, c := range []struct {
+		in      *gatewayv1.HTTPRouteTimeouts
+		want    Timeouts
+		wantErr bool
+	}{
+		{nil, Timeouts{}, false},
+		{&gatewayv1.HTTPRouteTimeouts{Request: d("10s"), BackendRequest: d("500ms")}, Timeouts{10 * time.Second, 500 * time.Millisecond}, false},
+		{&gatewayv1.HTTPRouteTimeouts{Request: d("0s")}, Timeouts{}, false},
+		{&gatewayv1.HTTPRouteTimeouts{Request: d("ten seconds")}, Timeouts{}, true},
+	} {
+		got, err := compileTimeouts(c.in)
+		if got != c.want || (err != nil) != c.wantErr {
+			t.Errorf("compileTimeouts(%+v) = %v, %v; want %v, error %v", c.in, got, err, c.want, c.wantErr)
+		}
 	}
 }

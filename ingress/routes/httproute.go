@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -73,7 +74,7 @@ func (b *builder) httpRoute(in *GatewayInput, hr *gatewayv1.HTTPRoute, listeners
 			}
 			for _, h := range hosts {
 				for _, rt := range compiled {
-					b.addGateway(l.side, h, rt)
+					b.addGateway(l, h, rt)
 				}
 			}
 		}
@@ -111,9 +112,13 @@ func kindAllowed(l *listener) bool {
 // addGateway adds a compiled rule match under a Gateway hostname, where a
 // wildcard matches names of any depth. The same Route object serves every
 // listener and hostname, so precedence ties break by its order.
-func (b *builder) addGateway(side Listener, host string, rt *Route) {
+func (b *builder) addGateway(l *listener, host string, rt *Route) {
 	b.t.routes++
-	g := b.group(&b.t.listeners[side], host, false)
+	s := &b.t.listeners
+	if l.addr.IsValid() {
+		s = b.t.gateways[l.addr]
+	}
+	g := b.group(&s[l.side], host, false)
 	switch rt.Match.Path.Type {
 	case Exact:
 		if g.exact == nil {
@@ -160,6 +165,10 @@ func (b *builder) compileRules(in *GatewayInput, hr *gatewayv1.HTTPRoute, name s
 			}
 			backends = append(backends, WeightedBackend{Backend: be, Weight: w, Filters: bf})
 		}
+		timeouts, terr := compileTimeouts(rule.Timeouts)
+		if terr != nil {
+			b.problem(name, "rule %d: %v", ri, terr)
+		}
 		matches := rule.Matches
 		if len(matches) == 0 {
 			matches = []gatewayv1.HTTPRouteMatch{{}}
@@ -170,7 +179,7 @@ func (b *builder) compileRules(in *GatewayInput, hr *gatewayv1.HTTPRoute, name s
 				b.problem(name, "rule %d match %d: %v", ri, mi, err)
 				continue
 			}
-			rt := &Route{Name: name, Match: m, Filters: filters, Backends: backends}
+			rt := &Route{Name: name, Match: m, Filters: filters, Backends: backends, Timeouts: timeouts}
 			rt.order = b.order
 			b.order++
 			rt.finish()
@@ -181,6 +190,30 @@ func (b *builder) compileRules(in *GatewayInput, hr *gatewayv1.HTTPRoute, name s
 		out = []*Route{}
 	}
 	return out, resolved
+}
+
+// compileTimeouts reads a rule's timeouts (GEP-2257 durations, which
+// time.ParseDuration reads; zero disables one).
+func compileTimeouts(t *gatewayv1.HTTPRouteTimeouts) (Timeouts, error) {
+	var out Timeouts
+	if t == nil {
+		return out, nil
+	}
+	for _, f := range []struct {
+		field string
+		in    *gatewayv1.Duration
+		out   *time.Duration
+	}{{"timeouts.request", t.Request, &out.Request}, {"timeouts.backendRequest", t.BackendRequest, &out.BackendRequest}} {
+		if f.in == nil {
+			continue
+		}
+		d, err := time.ParseDuration(string(*f.in))
+		if err != nil || d < 0 {
+			return Timeouts{}, fmt.Errorf("%s %q: want a duration such as 10s or 500ms", f.field, *f.in)
+		}
+		*f.out = d
+	}
+	return out, nil
 }
 
 func compileMatch(m *gatewayv1.HTTPRouteMatch) (Match, error) {

@@ -52,16 +52,7 @@ func (b *builder) ingresses() {
 			list = append(list, ing)
 		}
 	}
-	sort.Slice(list, func(i, j int) bool {
-		a, c := list[i], list[j]
-		if !a.CreationTimestamp.Equal(&c.CreationTimestamp) {
-			return a.CreationTimestamp.Before(&c.CreationTimestamp)
-		}
-		if a.Namespace != c.Namespace {
-			return a.Namespace < c.Namespace
-		}
-		return a.Name < c.Name
-	})
+	sort.Slice(list, func(i, j int) bool { return Older(list[i], list[j]) })
 	b.res.Ingresses = list
 	for _, ing := range list {
 		b.ingress(ing)

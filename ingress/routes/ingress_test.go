@@ -2,6 +2,7 @@ package routes
 
 import (
 	"net/http"
+	"net/netip"
 	"reflect"
 	"strings"
 	"testing"
@@ -256,7 +257,7 @@ func TestIngressBackends(t *testing.T) {
 		{"/web-nope", "default/web:nope", nil, HTTP1, 503},
 	}
 	for _, c := range cases {
-		rt := res.Table.Match(HTTP, req("GET", "h", c.target))
+		rt := res.Table.Match(HTTP, netip.Addr{}, req("GET", "h", c.target))
 		if rt == nil || len(rt.Backends) != 1 {
 			t.Fatalf("%s: route %+v, want one backend", c.target, rt)
 		}
@@ -271,8 +272,8 @@ func TestIngressBackends(t *testing.T) {
 	}
 	// Paths naming the same Service port share a Backend, so round robin
 	// spreads over all of their requests.
-	a := res.Table.Match(HTTP, req("GET", "h", "/web-80")).Backends[0].Backend
-	b := res.Table.Match(HTTP, req("GET", "other", "/again")).Backends[0].Backend
+	a := res.Table.Match(HTTP, netip.Addr{}, req("GET", "h", "/web-80")).Backends[0].Backend
+	b := res.Table.Match(HTTP, netip.Addr{}, req("GET", "other", "/again")).Backends[0].Backend
 	if a != b {
 		t.Errorf("two paths to default/web:80 got separate backends")
 	}
@@ -337,7 +338,7 @@ func TestNoCertificates(t *testing.T) {
 	if crt := Build(Input{}).Table.Certificate("x"); crt != nil {
 		t.Errorf("empty table returned a certificate")
 	}
-	if rt := Build(Input{}).Table.Match(HTTP, req(http.MethodGet, "x", "/")); rt != nil {
+	if rt := Build(Input{}).Table.Match(HTTP, netip.Addr{}, req(http.MethodGet, "x", "/")); rt != nil {
 		t.Errorf("empty table matched %s", rt.Name)
 	}
 }

@@ -8,9 +8,11 @@ import (
 	"crypto/tls"
 	"math/rand/v2"
 	"net/http"
+	"net/netip"
 	"sort"
 	"strings"
 	"sync/atomic"
+	"time"
 )
 
 // Listener says on which of the proxy's sockets a request arrived. Ingress
@@ -47,7 +49,13 @@ const AppProtocolH2C = "kubernetes.io/h2c"
 // concurrent use; the only mutable state is the round-robin counters of its
 // backends, which are atomic.
 type Table struct {
-	listeners [2]hosts
+	// listeners serve requests to the nodes' own addresses: Ingresses and
+	// the Gateways that have no address of their own.
+	listeners site
+	// gateways serve requests to a Gateway's own address (see
+	// GatewayAddress): only that Gateway's routes answer there, so two
+	// Gateways with the same listeners do not share routes.
+	gateways map[netip.Addr]*site
 	// fallback answers requests no rule matched (the Ingress default
 	// backend); nil means 404.
 	fallback *Route
@@ -55,13 +63,37 @@ type Table struct {
 	routes   int
 }
 
+// site is the routes behind one address, by listener.
+type site [2]hosts
+
 // Routes returns how many routes the table holds (for metrics and logs).
 func (t *Table) Routes() int { return t.routes }
 
-// Match returns the route for a request arriving on listener l, or nil when
-// none matches (the proxy answers 404).
-func (t *Table) Match(l Listener, r *http.Request) *Route {
+// GatewayAddresses returns the addresses of Gateways that have one, sorted:
+// the node must accept traffic for them (see ingress/vip).
+func (t *Table) GatewayAddresses() []netip.Addr {
+	out := make([]netip.Addr, 0, len(t.gateways))
+	for a := range t.gateways {
+		out = append(out, a)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Less(out[j]) })
+	return out
+}
+
+// ByAddress reports whether Match needs the address a request arrived on,
+// so the proxy looks it up only when some Gateway has an address.
+func (t *Table) ByAddress() bool { return len(t.gateways) > 0 }
+
+// Match returns the route for a request arriving on listener l at local
+// address local (the zero Addr when unknown), or nil when none matches (the
+// proxy answers 404).
+func (t *Table) Match(l Listener, local netip.Addr, r *http.Request) *Route {
 	host := NormalizeHost(r.Host)
+	if len(t.gateways) > 0 {
+		if s := t.gateways[local.Unmap()]; s != nil {
+			return s[l].group(host).match(r)
+		}
+	}
 	if rt := t.listeners[l].group(host).match(r); rt != nil {
 		return rt
 	}
@@ -159,10 +191,18 @@ type Route struct {
 	// Backends share the route's traffic by weight. A route with only a
 	// redirect filter has none.
 	Backends []WeightedBackend
+	// Timeouts bound the request (HTTPRoute rule timeouts); zero: none.
+	Timeouts Timeouts
 	total    int64
 	// order breaks ties between otherwise equal matches: older objects,
 	// then namespace/name, then rule and match position.
 	order int
+}
+
+// Timeouts are an HTTPRoute rule's: Request bounds the whole exchange as
+// the client sees it, BackendRequest each attempt at a backend.
+type Timeouts struct {
+	Request, BackendRequest time.Duration
 }
 
 // WeightedBackend is one backendRef of a route.

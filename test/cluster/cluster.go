@@ -29,6 +29,9 @@ type Options struct {
 	// WaitReady waits for every node to report Ready (it needs the pod
 	// network); otherwise Start returns once the nodes registered.
 	WaitReady bool
+	// GatewayCIDR, when set, is the server's --gateway-cidr; the client
+	// namespace routes it to the first node, as a user's router would.
+	GatewayCIDR string
 }
 
 // Cluster is a running test cluster.
@@ -68,14 +71,22 @@ func Start(t harness.T, opts Options) *Cluster {
 		c.AddHost().StartAgent()
 	}
 	c.waitNodes(opts.WaitReady)
+	if opts.GatewayCIDR != "" {
+		if err := ip(c.ClientNS, "route", "add", opts.GatewayCIDR, "via", c.Nodes[0].IP); err != nil {
+			t.Fatalf("route the Gateway addresses to %s: %v", c.Nodes[0].Name, err)
+		}
+	}
 	return c
 }
 
 func (c *Cluster) startServer() {
 	c.t.Helper()
 	data := filepath.Join(c.Dir, "server")
-	c.server = start(c.t, c.Infra, "", filepath.Join(c.Dir, "server.out"), c.Bin, "server", "--data-dir", data,
-		"--advertise-address", bridgeIP, "--disable-agent")
+	args := []string{"server", "--data-dir", data, "--advertise-address", bridgeIP, "--disable-agent"}
+	if c.opts.GatewayCIDR != "" {
+		args = append(args, "--gateway-cidr", c.opts.GatewayCIDR)
+	}
+	c.server = start(c.t, c.Infra, "", filepath.Join(c.Dir, "server.out"), c.Bin, args...)
 	if err := c.server.waitFor("ready in", 2*time.Minute); err != nil {
 		c.t.Fatal(err)
 	}
