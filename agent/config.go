@@ -45,6 +45,8 @@ type Config struct {
 	// IngressHTTP and IngressHTTPS are where the ingress proxy listens
 	// (default :80 and :443).
 	IngressHTTP, IngressHTTPS string
+	// IngressAccessLog logs one structured line per proxied request.
+	IngressAccessLog bool
 
 	// MetricsAddr serves the data plane's Prometheus metrics (default
 	// NODE_IP:10249, kube-proxy's metrics port).

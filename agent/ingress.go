@@ -32,6 +32,7 @@ func (a *Agent) startIngress(ctx context.Context, client kubernetes.Interface, k
 		HTTPSAddr:     c.IngressHTTPS,
 		Logger:        c.Logger.With("component", "ingress"),
 		Registerer:    a.metrics,
+		AccessLog:     c.IngressAccessLog,
 		// Gateways with an address of their own (server --gateway-cidr
 		// or spec.addresses) are served on it by every node.
 		LocalAddresses: true,

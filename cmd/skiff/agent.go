@@ -56,6 +56,7 @@ eBPF service load balancing, cluster DNS and ingress proxy.`,
 	f.StringVar(&cfg.LBCgroup, "lb-cgroup", "/", "cgroup whose processes reach Services through the eBPF load balancer: / is the whole machine; simulated nodes sharing a kernel pass their own")
 	f.StringVar(&cfg.IngressHTTP, "ingress-http", ":80", "where the ingress proxy listens for HTTP")
 	f.StringVar(&cfg.IngressHTTPS, "ingress-https", ":443", "where the ingress proxy listens for HTTPS")
+	f.BoolVar(&cfg.IngressAccessLog, "ingress-access-log", false, "log one structured line per request the ingress proxy serves (route, upstream, status, duration)")
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "where to serve Prometheus metrics (default NODE_IP:10249)")
 	f.BoolVar(&debug, "debug", false, "print the kubelet's logs to stderr instead of DATA/logs")
 	f.IntVarP(&verbosity, "v", "v", 0, "log verbosity of the kubelet")
