@@ -22,6 +22,8 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/skiffnet/skiff/bench/skiffserver"
 )
 
 type options struct {
@@ -71,15 +73,15 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "starting %s server ...\n", o.skiff)
-	srv, err := startServer(ctx, o.skiff)
+	srv, err := skiffserver.Start(ctx, o.skiff, "")
 	if err != nil {
 		return err
 	}
-	defer srv.close()
+	defer srv.Close()
 
 	rep, err := measure(ctx, srv, o)
 	if err != nil {
-		return fmt.Errorf("%w\nlast server output:\n%s", err, srv.tail())
+		return fmt.Errorf("%w\nlast server output:\n%s", err, srv.Tail())
 	}
 	rep.print(os.Stdout)
 	return nil
@@ -88,21 +90,21 @@ func run(ctx context.Context, o options) error {
 // measure runs every measurement against a started server, in an order that
 // keeps each one from disturbing the next: idle memory first, then the
 // latency of single requests, then the scheduler under load.
-func measure(ctx context.Context, srv *server, o options) (*report, error) {
-	rep := &report{opts: o, version: binaryVersion(o.skiff), readyWall: srv.readyWall, readySelf: srv.readySelf}
+func measure(ctx context.Context, srv *skiffserver.Server, o options) (*report, error) {
+	rep := &report{opts: o, version: binaryVersion(o.skiff), readyWall: srv.ReadyWall, readySelf: srv.ReadySelf}
 
-	fmt.Fprintf(os.Stderr, "ready in %.1fs; idling %s ...\n", srv.readyWall.Seconds(), o.idle)
+	fmt.Fprintf(os.Stderr, "ready in %.1fs; idling %s ...\n", srv.ReadyWall.Seconds(), o.idle)
 	select {
 	case <-time.After(o.idle):
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
 	var err error
-	if rep.idleRSS, _, err = srv.memory(); err != nil {
+	if rep.idleRSS, _, err = srv.Memory(); err != nil {
 		return nil, err
 	}
 
-	client, err := newClient(srv.kubeconfig())
+	client, err := newClient(srv.Kubeconfig())
 	if err != nil {
 		return nil, err
 	}
@@ -115,7 +117,7 @@ func measure(ctx context.Context, srv *server, o options) (*report, error) {
 	if rep.api, err = measureConfigMaps(ctx, client, ns, o.ops); err != nil {
 		return nil, err
 	}
-	endpoint, err := srv.etcdEndpoint()
+	endpoint, err := srv.EtcdEndpoint()
 	if err != nil {
 		return nil, err
 	}
@@ -151,7 +153,7 @@ func measure(ctx context.Context, srv *server, o options) (*report, error) {
 	if rep.taintedNodes, err = nodes.tainted(ctx); err != nil {
 		return nil, err
 	}
-	if _, rep.peakRSS, err = srv.memory(); err != nil {
+	if _, rep.peakRSS, err = srv.Memory(); err != nil {
 		return nil, err
 	}
 	return rep, nil

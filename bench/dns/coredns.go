@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/skiffnet/skiff/bench/skiffserver"
 )
 
 // corefile is one CoreDNS configuration under test. Both serve the same
@@ -69,7 +71,7 @@ var corefiles = []corefile{
 // write puts the Corefile in dir with its placeholders filled and returns
 // its path and the DNS port.
 func (c corefile) write(dir, kubeconfig string) (path string, port int, err error) {
-	ports, err := freePorts(4)
+	ports, err := skiffserver.FreePorts(4)
 	if err != nil {
 		return "", 0, err
 	}

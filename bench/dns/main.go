@@ -32,6 +32,8 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/skiffnet/skiff/bench/skiffserver"
 )
 
 type options struct {
@@ -118,12 +120,12 @@ func run(ctx context.Context, o options) error {
 	}
 
 	step("starting skiff server --disable-agent")
-	api, err := startAPIServer(ctx, o.skiff, tmp)
+	api, err := skiffserver.Start(ctx, o.skiff, tmp)
 	if err != nil {
 		return err
 	}
-	defer api.close()
-	cfg, err := clientcmd.BuildConfigFromFlags("", api.kubeconfig())
+	defer api.Close()
+	cfg, err := clientcmd.BuildConfigFromFlags("", api.Kubeconfig())
 	if err != nil {
 		return err
 	}
@@ -152,18 +154,18 @@ func run(ctx context.Context, o options) error {
 			s.close()
 		}
 	}()
-	ports, err := freePorts(1)
+	ports, err := skiffserver.FreePorts(1)
 	if err != nil {
 		return err
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(ports[0])
-	s, err := startPinned("skiff", addr, tmp, o.serverCPU, o.nice, self, "serve-skiff", "--kubeconfig", api.kubeconfig(), "--listen", addr)
+	s, err := startPinned("skiff", addr, tmp, o.serverCPU, o.nice, self, "serve-skiff", "--kubeconfig", api.Kubeconfig(), "--listen", addr)
 	if err != nil {
 		return err
 	}
 	servers = append(servers, s)
 	for _, c := range corefiles {
-		path, port, err := c.write(tmp, api.kubeconfig())
+		path, port, err := c.write(tmp, api.Kubeconfig())
 		if err != nil {
 			return err
 		}

@@ -3,16 +3,15 @@ package main
 import (
 	"errors"
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/skiffnet/skiff/bench/skiffserver"
 )
 
 // pinned is a DNS server process this program started under `taskset -c
@@ -86,16 +85,11 @@ func (p *pinned) alive() error {
 	}
 }
 
-func (p *pinned) close() { stop(p.cmd, p.exited) }
+// close stops the server (SIGTERM, SIGKILL after 20 s) by its PID.
+func (p *pinned) close() { skiffserver.Stop(p.cmd, p.exited) }
 
-func (p *pinned) tail() string {
-	b, err := os.ReadFile(p.logf)
-	if err != nil {
-		return "(no output)"
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	return strings.Join(lines[max(0, len(lines)-15):], "\n")
-}
+// tail is the end of what the server printed, for error messages.
+func (p *pinned) tail() string { return skiffserver.TailFile(p.logf) }
 
 // cpuTime is the user+system time the process has used so far, all threads.
 func (p *pinned) cpuTime() (time.Duration, error) {
@@ -176,49 +170,4 @@ func (p *pinned) rss() (uint64, error) {
 		}
 	}
 	return 0, fmt.Errorf("%s: no VmRSS", p.name)
-}
-
-// freePorts returns n loopback ports, each free for both TCP and UDP.
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	for range 500 {
-		if len(ports) == n {
-			return ports, nil
-		}
-		p := 20000 + rand.IntN(20000)
-		if free(p) && !slices.Contains(ports, p) {
-			ports = append(ports, p)
-		}
-	}
-	return nil, errors.New("no free loopback ports")
-}
-
-// freeRun returns a base port p such that p..p+n-1 are free.
-func freeRun(n int) (int, error) {
-	for range 500 {
-		base := 20000 + rand.IntN(20000)
-		ok := true
-		for i := range n {
-			ok = ok && free(base+i)
-		}
-		if ok {
-			return base, nil
-		}
-	}
-	return 0, errors.New("no free run of loopback ports")
-}
-
-func free(port int) bool {
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return false
-	}
-	l.Close()
-	c, err := net.ListenPacket("udp", addr)
-	if err != nil {
-		return false
-	}
-	c.Close()
-	return true
 }
