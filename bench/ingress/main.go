@@ -24,6 +24,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -93,7 +94,15 @@ func runProxy(args []string) error {
 	httpsAddr := fs.String("https", "127.0.0.1:18443", "HTTPS listen address")
 	backends := fs.String("backends", "127.0.0.1:18081", "comma-separated backend addresses")
 	certDir := fs.String("cert", "", "directory with tls.crt and tls.key for bench.local")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	fs.Parse(args)
+	if *cpuProfile != "" {
+		stop, err := startCPUProfile(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 
 	in := routes.Input{}
 	svc := &corev1.Service{
@@ -186,4 +195,18 @@ func cert(args []string) error {
 		return err
 	}
 	return os.WriteFile(filepath.Join(*dir, "tls.key"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd}), 0o600)
+}
+
+// startCPUProfile profiles until the returned function is called (the proxy
+// stops on SIGTERM, so run.sh's cleanup still gets a complete profile).
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }

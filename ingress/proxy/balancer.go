@@ -19,8 +19,11 @@ var errNoEndpoint = errors.New("no endpoint")
 // balancer is the reverse proxy's RoundTripper: it picks the endpoint
 // (round robin over the ready ones, skipping ejected ones), retries once on
 // another endpoint when the connection cannot be made, and keeps the
-// keep-alive pools, one for HTTP/1.1 and one for h2c backends.
+// keep-alive pools: the lean client's for plain HTTP/1.1 exchanges,
+// http.Transport's for upgrades and Expect: 100-continue (h1) and for h2c
+// backends.
 type balancer struct {
+	lean     *leanClient
 	h1, h2c  *http.Transport
 	ejectFor time.Duration
 	metrics  *metrics
@@ -55,13 +58,15 @@ func newBalancer(o *Options, m *metrics) *balancer {
 			Protocols:          new(http.Protocols),
 		}
 	}
-	b := &balancer{h1: mk(), h2c: mk(), ejectFor: o.EjectFor, metrics: m}
+	b := &balancer{h1: mk(), h2c: mk(), ejectFor: o.EjectFor, metrics: m,
+		lean: newLeanClient(dialer, o.MaxIdleConnsPerEndpoint, 90*time.Second)}
 	b.h1.Protocols.SetHTTP1(true)
 	b.h2c.Protocols.SetUnencryptedHTTP2(true)
 	return b
 }
 
 func (b *balancer) close() {
+	b.lean.closeIdle()
 	b.h1.CloseIdleConnections()
 	b.h2c.CloseIdleConnections()
 }
@@ -137,13 +142,20 @@ func (b *balancer) fail(addr string, dial bool) {
 	}
 }
 
-func (b *balancer) transport(be *routes.Backend, r *http.Request) *http.Transport {
+func (b *balancer) transport(be *routes.Backend, r *http.Request) http.RoundTripper {
 	// Upgrades (WebSocket) are an HTTP/1.1 mechanism; they go over h1
 	// even to h2c backends.
-	if be.Protocol == routes.H2C && !isUpgrade(r) {
+	switch {
+	case isUpgrade(r):
+		return b.h1
+	case be.Protocol == routes.H2C:
 		return b.h2c
+	case r.Header["Expect"] != nil:
+		// http.Transport waits for the backend's 100 Continue before
+		// sending the body; the lean client does not.
+		return b.h1
 	}
-	return b.h1
+	return b.lean
 }
 
 func (b *balancer) RoundTrip(r *http.Request) (*http.Response, error) {
@@ -151,8 +163,13 @@ func (b *balancer) RoundTrip(r *http.Request) (*http.Response, error) {
 	if st == nil || st.backend == nil {
 		return nil, errNoEndpoint
 	}
+	return b.roundTrip(r, st, b.transport(st.backend.Backend, r).RoundTrip)
+}
+
+// roundTrip sends r with send to an endpoint of st's backend, retrying
+// once elsewhere when the connection cannot be made.
+func (b *balancer) roundTrip(r *http.Request, st *state, send func(*http.Request) (*http.Response, error)) (*http.Response, error) {
 	be := st.backend.Backend
-	t := b.transport(be, r)
 	addr := b.pick(be, "")
 	if addr == "" {
 		return nil, errNoEndpoint
@@ -166,7 +183,7 @@ func (b *balancer) RoundTrip(r *http.Request) (*http.Response, error) {
 	}
 	r.URL.Host = addr
 	st.upstream = addr
-	resp, err := t.RoundTrip(r)
+	resp, err := send(r)
 	if err == nil {
 		return resp, nil
 	}
@@ -190,7 +207,7 @@ func (b *balancer) RoundTrip(r *http.Request) (*http.Response, error) {
 		r2.Body = &retryBody{rc: body.rc}
 	}
 	st.upstream = alt
-	resp, err = t.RoundTrip(r2)
+	resp, err = send(r2)
 	if err != nil && r.Context().Err() == nil {
 		dial := isDialError(err)
 		b.fail(alt, dial)

@@ -107,13 +107,22 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request, st *state) {
 	for _, m := range rt.Filters.Mirrors {
 		h.p.lb.mirror(r, m)
 	}
+	if h.p.lb.transport(wb.Backend, r) == http.RoundTripper(h.p.lb.lean) {
+		// the common case, without ReverseProxy's overhead
+		h.p.forward(w, r, st)
+		return
+	}
 	h.p.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), stateKey{}, st)))
 }
 
-// rewrite prepares the outgoing request: the balancer fills in the
-// endpoint. The Host header stays the client's, as Ingress controllers do.
+// rewrite is the ReverseProxy's hook; see rewriteFor.
 func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
-	st := stateOf(pr.In.Context())
+	p.rewriteFor(pr, stateOf(pr.In.Context()))
+}
+
+// rewriteFor prepares the outgoing request: the balancer fills in the
+// endpoint. The Host header stays the client's, as Ingress controllers do.
+func (p *Proxy) rewriteFor(pr *httputil.ProxyRequest, st *state) {
 	pr.Out.URL.Scheme = "http"
 	pr.Out.URL.Host = st.backend.Name // replaced by the balancer
 	// Append to, rather than replace, X-Forwarded-For, as nginx does.
@@ -139,18 +148,24 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 }
 
 func modifyResponse(resp *http.Response) error {
-	st := stateOf(resp.Request.Context())
-	if st == nil {
-		return nil
+	if st := stateOf(resp.Request.Context()); st != nil {
+		applyResponseFilters(resp.Header, st)
 	}
-	st.route.Filters.ResponseHeaders.Apply(resp.Header)
-	st.backend.Filters.ResponseHeaders.Apply(resp.Header)
 	return nil
 }
 
-// proxyError answers when no endpoint gave a response.
+func applyResponseFilters(h http.Header, st *state) {
+	st.route.Filters.ResponseHeaders.Apply(h)
+	st.backend.Filters.ResponseHeaders.Apply(h)
+}
+
+// proxyError is the ReverseProxy's error handler; see upstreamError.
 func (p *Proxy) proxyError(w http.ResponseWriter, r *http.Request, err error) {
-	st := stateOf(r.Context())
+	p.upstreamError(w, r, stateOf(r.Context()), err)
+}
+
+// upstreamError answers when no endpoint gave a response.
+func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, st *state, err error) {
 	code := http.StatusBadGateway
 	var ne net.Error
 	switch {

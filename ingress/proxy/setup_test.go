@@ -30,7 +30,7 @@ type backend struct {
 
 // startBackend serves h (default: an echo of name, path and Host) on a
 // loopback port; h2c also accepts HTTP/2 with prior knowledge.
-func startBackend(t *testing.T, name string, h http.Handler, h2c bool) *backend {
+func startBackend(t testing.TB, name string, h http.Handler, h2c bool) *backend {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -109,7 +109,7 @@ func (w *world) ingress(name, host, prefix, service string) *networkingv1.Ingres
 	return ing
 }
 
-func (w *world) table(t *testing.T) *routes.Table {
+func (w *world) table(t testing.TB) *routes.Table {
 	t.Helper()
 	res := routes.Build(w.in)
 	for _, p := range res.Problems {
@@ -124,7 +124,7 @@ type running struct {
 	httpURL, httpsAddr string
 }
 
-func startProxy(t *testing.T, opts Options, tab *routes.Table) *running {
+func startProxy(t testing.TB, opts Options, tab *routes.Table) *running {
 	t.Helper()
 	opts.HTTPAddr, opts.HTTPSAddr = "", ""
 	if opts.EjectFor == 0 {
