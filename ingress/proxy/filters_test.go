@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -19,9 +20,17 @@ func TestGatewayFilters(t *testing.T) {
 		fmt.Fprintf(w, "v1 %s host=%s set=%s add=%v drop=%q", r.URL.RequestURI(), r.Host, r.Header.Get("X-Set"), r.Header["X-Add"], r.Header.Get("X-Drop"))
 	}), false)
 	v2 := startBackend(t, "v2", nil, false)
+	slow := startBackend(t, "slow", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-time.After(5 * time.Second):
+		case <-r.Context().Done():
+		}
+	}), false)
 	var w world
 	w.service("v1", "", v1.addr)
 	w.service("v2", "", v2.addr)
+	w.service("slow", "", slow.addr)
+	timeout := gatewayv1.Duration("200ms")
 	ptr := func(s string) *string { return &s }
 	port := gatewayv1.PortNumber(80)
 	ref := func(svc string, weight int32) gatewayv1.HTTPBackendRef {
@@ -52,6 +61,7 @@ func TestGatewayFilters(t *testing.T) {
 		{Matches: prefix("/rewrite"), BackendRefs: []gatewayv1.HTTPBackendRef{ref("v1", 1)}, Filters: []gatewayv1.HTTPRouteFilter{rewrite}},
 		{Matches: prefix("/split"), BackendRefs: []gatewayv1.HTTPBackendRef{ref("v1", 90), ref("v2", 10)}},
 		{Matches: prefix("/nobackend")},
+		{Matches: prefix("/slow"), BackendRefs: []gatewayv1.HTTPBackendRef{ref("slow", 1)}, Timeouts: &gatewayv1.HTTPRouteTimeouts{Request: &timeout}},
 	}
 	from := gatewayv1.NamespacesFromAll
 	w.in.Gateway = &routes.GatewayInput{
@@ -92,5 +102,13 @@ func TestGatewayFilters(t *testing.T) {
 
 	if code2, _, _ := get(t, plainClient, p.httpURL+"/nobackend", "h"); code2 != 500 {
 		t.Errorf("rule without backends: %d, want 500", code2)
+	}
+
+	start := time.Now()
+	if code2, _, _ := get(t, plainClient, p.httpURL+"/slow", "h"); code2 != 504 {
+		t.Errorf("backend slower than the rule's 200ms request timeout: %d, want 504", code2)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("the 200ms request timeout answered after %v", d)
 	}
 }

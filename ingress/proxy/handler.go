@@ -107,6 +107,13 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request, st *state) {
 	for _, m := range rt.Filters.Mirrors {
 		h.p.lb.mirror(r, m)
 	}
+	if d := rt.Timeouts.Limit(); d > 0 {
+		// The deadline ends the upstream exchange; upstreamError turns it
+		// into 504, as the Gateway API asks of a request timeout.
+		ctx, cancel := context.WithTimeout(r.Context(), d)
+		defer cancel()
+		r = r.WithContext(ctx)
+	}
 	if h.p.lb.transport(wb.Backend, r) == http.RoundTripper(h.p.lb.lean) {
 		// the common case, without ReverseProxy's overhead
 		h.p.forward(w, r, st)

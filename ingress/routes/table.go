@@ -205,6 +205,19 @@ type Timeouts struct {
 	Request, BackendRequest time.Duration
 }
 
+// Limit is the deadline the proxy puts on a request: the shorter of the
+// two, as Skiff tries a backend again only when it could not connect
+// (backendRequest may not exceed request). Zero: none.
+func (t Timeouts) Limit() time.Duration {
+	switch {
+	case t.Request == 0:
+		return t.BackendRequest
+	case t.BackendRequest == 0:
+		return t.Request
+	}
+	return min(t.Request, t.BackendRequest)
+}
+
 // WeightedBackend is one backendRef of a route.
 type WeightedBackend struct {
 	*Backend
