@@ -125,6 +125,11 @@ func (o *Objects) attachments() []attachment {
 		{"sendmsg4", p.SkiffSendmsg4, ebpf.AttachCGroupUDP4Sendmsg},
 		{"recvmsg4", p.SkiffRecvmsg4, ebpf.AttachCGroupUDP4Recvmsg},
 		{"getpeername4", p.SkiffGetpeername4, ebpf.AttachCgroupInet4GetPeername},
+		// IPv6 sockets dialling v4-mapped Service addresses
+		{"connect6", p.SkiffConnect6, ebpf.AttachCGroupInet6Connect},
+		{"sendmsg6", p.SkiffSendmsg6, ebpf.AttachCGroupUDP6Sendmsg},
+		{"recvmsg6", p.SkiffRecvmsg6, ebpf.AttachCGroupUDP6Recvmsg},
+		{"getpeername6", p.SkiffGetpeername6, ebpf.AttachCgroupInet6GetPeername},
 	}
 }
 
@@ -190,7 +195,7 @@ func cgroupID(path string) (uint64, error) {
 // socket programs and the tc programs of every interface).
 func Detach(pinDir string) error {
 	errs := []error{detachTCX(pinDir)}
-	for _, name := range []string{"connect4", "sendmsg4", "recvmsg4", "getpeername4"} {
+	for _, name := range []string{"connect4", "sendmsg4", "recvmsg4", "getpeername4", "connect6", "sendmsg6", "recvmsg6", "getpeername6"} {
 		if err := os.Remove(filepath.Join(pinDir, "link_"+name)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 		}

@@ -2,7 +2,8 @@
 
 // SPDX-License-Identifier: (GPL-2.0-only OR MIT)
 /*
- * Socket-level service load balancing for IPv4, attached to a node's cgroup.
+ * Socket-level service load balancing for IPv4 Services, attached to a node's
+ * cgroup, from IPv4 sockets and from IPv6 sockets dialling v4-mapped addresses.
  *
  * connect(2) and sendmsg(2) to a Service frontend are rewritten to a backend
  * before the kernel routes the packet, so the translation happens once per
@@ -31,12 +32,15 @@ static __always_inline int reject(const struct lb4_service *svc)
 	return 0;
 }
 
-static __always_inline int sock4_xlate(struct bpf_sock_addr *ctx, int sendmsg)
+/* lb4_xlate translates an IPv4 frontend (addr, port) to a backend in place. It
+ * returns 1 to let the call go on (translated or not) and 0 to fail it with
+ * the error reject set. ctx is the hook's context of either family: only
+ * the helpers use it. */
+static __always_inline int lb4_xlate(struct bpf_sock_addr *ctx, __u32 proto, __be32 *addr, __be16 *port, int sendmsg)
 {
-	__u32 proto = ctx->protocol;
 	struct lb4_key key = {
-		.addr = ctx->user_ip4,
-		.port = (__be16)ctx->user_port,
+		.addr = *addr,
+		.port = *port,
 		.proto = (__u8)proto,
 		.scope = SCOPE_INTERNAL,
 	};
@@ -81,34 +85,95 @@ static __always_inline int sock4_xlate(struct bpf_sock_addr *ctx, int sendmsg)
 	struct lb4_sock_val rval = { .addr = key.addr, .port = key.port, .id = svc->id };
 
 	bpf_map_update_elem(&lb4_sock_revnat, &rkey, &rval, BPF_ANY);
-	ctx->user_ip4 = be->addr;
-	ctx->user_port = (__u32)be->port;
+	*addr = be->addr;
+	*port = be->port;
 	stat_inc(sendmsg ? STAT_XLATE_SENDMSG : STAT_XLATE_CONNECT);
 	return 1;
 }
 
-/* sock4_revnat shows the frontend in place of the backend, as long as the
- * frontend still exists with the same id. */
-static __always_inline int sock4_revnat(struct bpf_sock_addr *ctx)
+/* lb4_sock_revnat_lookup shows the frontend in place of the backend, as
+ * long as the frontend still exists with the same id. */
+static __always_inline void lb4_sock_revnat_lookup(struct bpf_sock_addr *ctx, __be32 *addr, __be16 *port)
 {
 	struct lb4_sock_key key = {
 		.cookie = bpf_get_socket_cookie(ctx),
-		.addr = ctx->user_ip4,
-		.port = (__be16)ctx->user_port,
+		.addr = *addr,
+		.port = *port,
 	};
 	struct lb4_sock_val *val = bpf_map_lookup_elem(&lb4_sock_revnat, &key);
 	struct lb4_frontend *fe;
 
 	if (!val)
-		return 1;
+		return;
 	fe = bpf_map_lookup_elem(&lb4_revnat, &val->id);
 	if (!fe || fe->addr != val->addr || fe->port != val->port) {
 		bpf_map_delete_elem(&lb4_sock_revnat, &key);
-		return 1;
+		return;
 	}
-	ctx->user_ip4 = val->addr;
-	ctx->user_port = (__u32)val->port;
+	*addr = val->addr;
+	*port = val->port;
 	stat_inc(STAT_REVNAT);
+}
+
+static __always_inline int sock4_xlate(struct bpf_sock_addr *ctx, int sendmsg)
+{
+	__be32 addr = ctx->user_ip4;
+	__be16 port = (__be16)ctx->user_port;
+
+	if (!lb4_xlate(ctx, ctx->protocol, &addr, &port, sendmsg))
+		return 0;
+	ctx->user_ip4 = addr;
+	ctx->user_port = (__u32)port;
+	return 1;
+}
+
+static __always_inline int sock4_revnat(struct bpf_sock_addr *ctx)
+{
+	__be32 addr = ctx->user_ip4;
+	__be16 port = (__be16)ctx->user_port;
+
+	lb4_sock_revnat_lookup(ctx, &addr, &port);
+	ctx->user_ip4 = addr;
+	ctx->user_port = (__u32)port;
+	return 1;
+}
+
+/* IPv4 Services reached through IPv6 sockets: a dual-stack socket (Java's
+ * default, for one) connects to ::ffff:a.b.c.d, which runs the *6 hooks,
+ * not the *4 ones. Only v4-mapped addresses are translated: Skiff's
+ * Services are IPv4. */
+static __always_inline int v4mapped(struct bpf_sock_addr *ctx, __be32 *addr)
+{
+	if (ctx->user_ip6[0] != 0 || ctx->user_ip6[1] != 0 || ctx->user_ip6[2] != bpf_htonl(0xffff))
+		return 0;
+	*addr = ctx->user_ip6[3];
+	return 1;
+}
+
+static __always_inline int sock6_xlate(struct bpf_sock_addr *ctx, int sendmsg)
+{
+	__be32 addr;
+	__be16 port = (__be16)ctx->user_port;
+
+	if (!v4mapped(ctx, &addr))
+		return 1;
+	if (!lb4_xlate(ctx, ctx->protocol, &addr, &port, sendmsg))
+		return 0;
+	ctx->user_ip6[3] = addr;
+	ctx->user_port = (__u32)port;
+	return 1;
+}
+
+static __always_inline int sock6_revnat(struct bpf_sock_addr *ctx)
+{
+	__be32 addr;
+	__be16 port = (__be16)ctx->user_port;
+
+	if (!v4mapped(ctx, &addr))
+		return 1;
+	lb4_sock_revnat_lookup(ctx, &addr, &port);
+	ctx->user_ip6[3] = addr;
+	ctx->user_port = (__u32)port;
 	return 1;
 }
 
@@ -134,4 +199,28 @@ SEC("cgroup/getpeername4")
 int skiff_getpeername4(struct bpf_sock_addr *ctx)
 {
 	return sock4_revnat(ctx);
+}
+
+SEC("cgroup/connect6")
+int skiff_connect6(struct bpf_sock_addr *ctx)
+{
+	return sock6_xlate(ctx, 0);
+}
+
+SEC("cgroup/sendmsg6")
+int skiff_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	return sock6_xlate(ctx, 1);
+}
+
+SEC("cgroup/recvmsg6")
+int skiff_recvmsg6(struct bpf_sock_addr *ctx)
+{
+	return sock6_revnat(ctx);
+}
+
+SEC("cgroup/getpeername6")
+int skiff_getpeername6(struct bpf_sock_addr *ctx)
+{
+	return sock6_revnat(ctx);
 }

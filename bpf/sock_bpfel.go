@@ -92,9 +92,13 @@ const (
 	sockMapLbAffinity         = "lb_affinity"
 	sockMapLbStats            = "lb_stats"
 	sockProgSkiffConnect4     = "skiff_connect4"
+	sockProgSkiffConnect6     = "skiff_connect6"
 	sockProgSkiffGetpeername4 = "skiff_getpeername4"
+	sockProgSkiffGetpeername6 = "skiff_getpeername6"
 	sockProgSkiffRecvmsg4     = "skiff_recvmsg4"
+	sockProgSkiffRecvmsg6     = "skiff_recvmsg6"
 	sockProgSkiffSendmsg4     = "skiff_sendmsg4"
+	sockProgSkiffSendmsg6     = "skiff_sendmsg6"
 )
 
 // loadSock returns the embedded CollectionSpec for sock.
@@ -140,9 +144,13 @@ type sockSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type sockProgramSpecs struct {
 	SkiffConnect4     *ebpf.ProgramSpec `ebpf:"skiff_connect4"`
+	SkiffConnect6     *ebpf.ProgramSpec `ebpf:"skiff_connect6"`
 	SkiffGetpeername4 *ebpf.ProgramSpec `ebpf:"skiff_getpeername4"`
+	SkiffGetpeername6 *ebpf.ProgramSpec `ebpf:"skiff_getpeername6"`
 	SkiffRecvmsg4     *ebpf.ProgramSpec `ebpf:"skiff_recvmsg4"`
+	SkiffRecvmsg6     *ebpf.ProgramSpec `ebpf:"skiff_recvmsg6"`
 	SkiffSendmsg4     *ebpf.ProgramSpec `ebpf:"skiff_sendmsg4"`
+	SkiffSendmsg6     *ebpf.ProgramSpec `ebpf:"skiff_sendmsg6"`
 }
 
 // sockMapSpecs contains maps before they are loaded into the kernel.
@@ -216,17 +224,25 @@ type sockVariables struct {
 // It can be passed to loadSockObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sockPrograms struct {
 	SkiffConnect4     *ebpf.Program `ebpf:"skiff_connect4"`
+	SkiffConnect6     *ebpf.Program `ebpf:"skiff_connect6"`
 	SkiffGetpeername4 *ebpf.Program `ebpf:"skiff_getpeername4"`
+	SkiffGetpeername6 *ebpf.Program `ebpf:"skiff_getpeername6"`
 	SkiffRecvmsg4     *ebpf.Program `ebpf:"skiff_recvmsg4"`
+	SkiffRecvmsg6     *ebpf.Program `ebpf:"skiff_recvmsg6"`
 	SkiffSendmsg4     *ebpf.Program `ebpf:"skiff_sendmsg4"`
+	SkiffSendmsg6     *ebpf.Program `ebpf:"skiff_sendmsg6"`
 }
 
 func (p *sockPrograms) Close() error {
 	return _SockClose(
 		p.SkiffConnect4,
+		p.SkiffConnect6,
 		p.SkiffGetpeername4,
+		p.SkiffGetpeername6,
 		p.SkiffRecvmsg4,
+		p.SkiffRecvmsg6,
 		p.SkiffSendmsg4,
+		p.SkiffSendmsg6,
 	)
 }
 

@@ -226,3 +226,36 @@ func TestReloadKeepsMapsAndLinks(t *testing.T) {
 		t.Errorf("connect translations after reload = %d, want 1", stats[bpf.StatXlateConnect])
 	}
 }
+
+// TestIPv6SocketsReachIPv4Services: dual-stack programs (Java's default)
+// dial ::ffff:a.b.c.d from IPv6 sockets, which runs the connect6, sendmsg6,
+// recvmsg6 and getpeername6 hooks.
+func TestIPv6SocketsReachIPv4Services(t *testing.T) {
+	n := newNode(t)
+	n.set(t, vipTCP, unix.IPPROTO_TCP, 0, 0, bpftest.TCPBackend(t, "a"), bpftest.TCPBackend(t, "b"))
+	n.set(t, vipUDP, unix.IPPROTO_UDP, 0, 0, bpftest.UDPBackend(t, "u"))
+	mapped := func(ap netip.AddrPort) string {
+		return netip.AddrPortFrom(netip.AddrFrom16(ap.Addr().As16()), ap.Port()).String()
+	}
+	seen := map[string]bool{}
+	for _, r := range bpftest.Run(t, n.cgroup, "tcp6", vipTCP.String(), 20) {
+		if !r.OK {
+			t.Fatalf("connect from an IPv6 socket to %s failed: %s", mapped(vipTCP), r.Reply)
+		}
+		if r.Peer != mapped(vipTCP) {
+			t.Errorf("getpeername = %s, want %s", r.Peer, mapped(vipTCP))
+		}
+		seen[r.Reply] = true
+	}
+	if !seen["a"] || !seen["b"] {
+		t.Errorf("20 connects reached %v, want both backends", seen)
+	}
+	for _, r := range bpftest.Run(t, n.cgroup, "udp6", vipUDP.String(), 3) {
+		if !r.OK || r.Reply != "u" {
+			t.Fatalf("datagram from an IPv6 socket to %s: %+v", mapped(vipUDP), r)
+		}
+		if r.Peer != mapped(vipUDP) {
+			t.Errorf("reply came from %s, want %s", r.Peer, mapped(vipUDP))
+		}
+	}
+}

@@ -49,6 +49,12 @@ func runClient(mode, target, count string) int {
 		for range n {
 			fmt.Println(Dial(target))
 		}
+	case "tcp6":
+		for range n {
+			fmt.Println(Dial6(target))
+		}
+	case "udp6":
+		udp6(target, n)
 	case "udp":
 		// One unconnected socket for all datagrams, as a DNS stub does.
 		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
@@ -112,7 +118,8 @@ type Result struct {
 
 // Run runs the test binary as a client inside cgroup dir, making n
 // attempts: mode "tcp" connects n times, "udp" sends n datagrams from one
-// unconnected socket.
+// unconnected socket; "tcp6" and "udp6" do the same from IPv6 sockets to
+// the v4-mapped form of target.
 func Run(t *testing.T, dir, mode, target string, n int) []Result {
 	t.Helper()
 	fd, err := unix.Open(dir, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
