@@ -21,6 +21,8 @@ func TestServiceLoadBalancing(t *testing.T) {
 	c.MustKubectl("apply", "-f", "testdata/echo.yaml", "-f", "testdata/services.yaml")
 	c.WaitRollout(t, "deployment/echo")
 	ip := c.ClusterIP(t, "echo")
+	c.waitBackends(t, ip, 3)
+	c.waitBackends(t, c.ClusterIP(t, "echo-udp"), 3)
 	echo := filepath.Join(filepath.Dir(c.Bin), "bin", "echo-v1")
 	pods := c.Pods(t, "app=echo")
 
@@ -121,6 +123,42 @@ func TestServiceLoadBalancing(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 		}
 	})
+}
+
+// waitBackends waits until every node's load balancer holds want backends
+// for the frontends on ip, as `skiff agent services` shows them: a rollout
+// is complete when the pods are Ready, a moment before each agent has
+// applied the EndpointSlice.
+func (c *Cluster) waitBackends(t testing.TB, ip string, want int) {
+	t.Helper()
+	var last string
+	err := poll(30*time.Second, func() bool {
+		for _, n := range c.Nodes {
+			out, err := output(n.NS, "", c.Bin, "agent", "services", "--node-name", n.Name)
+			last = n.Name + ":\n" + out
+			if err != nil {
+				return false
+			}
+			found := false
+			for _, l := range strings.Split(out, "\n") {
+				f := strings.Fields(l)
+				if len(f) < 2 || !strings.HasPrefix(f[1], ip+":") {
+					continue
+				}
+				found = true
+				if strings.Count(l, "=") != want {
+					return false
+				}
+			}
+			if !found {
+				return false
+			}
+		}
+		return true
+	})
+	if err != nil {
+		t.Fatalf("the nodes' load balancers never held %d backends for %s; last seen on %s", want, ip, last)
+	}
 }
 
 // checkSpread checks the lines of `echo get` output: all n requests
