@@ -155,18 +155,7 @@ func (b *builder) add(ls []Listener, host string, single bool, rt *Route) {
 	rt.finish()
 	b.t.routes++
 	for _, l := range ls {
-		g := b.group(&b.t.listeners[l], host, single)
-		switch rt.Match.Path.Type {
-		case Exact:
-			if g.exact == nil {
-				g.exact = map[string][]*Route{}
-			}
-			g.exact[rt.Match.Path.Value] = append(g.exact[rt.Match.Path.Value], rt)
-		case Regex:
-			g.regex = append(g.regex, rt)
-		default:
-			g.prefix = append(g.prefix, rt)
-		}
+		b.group(&b.t.listeners[l], host, single).insert(rt)
 	}
 }
 

@@ -118,18 +118,7 @@ func (b *builder) addGateway(l *listener, host string, rt *Route) {
 	if l.addr.IsValid() {
 		s = b.t.gateways[l.addr]
 	}
-	g := b.group(&s[l.side], host, false)
-	switch rt.Match.Path.Type {
-	case Exact:
-		if g.exact == nil {
-			g.exact = map[string][]*Route{}
-		}
-		g.exact[rt.Match.Path.Value] = append(g.exact[rt.Match.Path.Value], rt)
-	case Regex:
-		g.regex = append(g.regex, rt)
-	default:
-		g.prefix = append(g.prefix, rt)
-	}
+	b.group(&s[l.side], host, false).insert(rt)
 }
 
 // compileRules turns an HTTPRoute's rules into Routes, one per match, and

@@ -157,6 +157,21 @@ type group struct {
 	regex  []*Route // in order
 }
 
+// insert files rt under its path match's kind; sortGroup orders them.
+func (g *group) insert(rt *Route) {
+	switch rt.Match.Path.Type {
+	case Exact:
+		if g.exact == nil {
+			g.exact = map[string][]*Route{}
+		}
+		g.exact[rt.Match.Path.Value] = append(g.exact[rt.Match.Path.Value], rt)
+	case Regex:
+		g.regex = append(g.regex, rt)
+	default:
+		g.prefix = append(g.prefix, rt)
+	}
+}
+
 func (g *group) match(r *http.Request) *Route {
 	if g == nil {
 		return nil
