@@ -52,7 +52,9 @@ func TestNoAnonymousAccess(t *testing.T) {
 	out, err := harness.Run("curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST",
 		"-H", "Content-Type: application/json", "-d", `{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"x"}}`,
 		"https://127.0.0.1:"+itoa(s.Port)+"/api/v1/namespaces")
-	if err != nil {
+	// The API server may close the connection right after its 401 (curl
+	// exit 18, partial body); the status line is what this test is about.
+	if err != nil && len(out) != 3 {
 		t.Fatal(err)
 	}
 	if out != "401" {
