@@ -44,6 +44,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := os.MkdirAll(state, 0o700); err != nil {
 		return fmt.Errorf("--data-dir %s: %w", c.DataDir, err)
 	}
+	// Before anything is started or replaced: the state may be another cluster's node.
+	if err := join.CheckState(state, c.Token, c.ClientCAFile); err != nil {
+		return err
+	}
 	a.progress("node %s (%s), state in %s", c.NodeName, c.NodeIP, state)
 	if err := cgroups.EnsureRoot(c.CgroupRoot()); err != nil {
 		return err
