@@ -24,8 +24,12 @@ type Options struct {
 	Nodes     []string
 	StateDirs []string // agent and server data dirs; mounts under them are unmounted
 	KeepData  bool     // keep the data dirs (etcd, certificates) themselves
-	BPFPins   []string // e.g. /sys/fs/bpf/skiff/NODE
-	Out       io.Writer
+	// RuntimeDirs are the nodes' containerd directories (/run/skiff/NODE):
+	// the state of processes that are gone once the nodes are stopped, so
+	// they are unmounted and removed even when the data is kept.
+	RuntimeDirs []string
+	BPFPins     []string // e.g. /sys/fs/bpf/skiff/NODE
+	Out         io.Writer
 }
 
 // Steps is a named cleanup a component contributes (routes, nftables, ...).
@@ -46,7 +50,10 @@ func Machine(opts Options, steps ...Step) error {
 			note("stopped the processes of %s", cg)
 		}
 	}
-	for _, dir := range opts.StateDirs {
+	// Read before the directories go: which shim sockets and runc state
+	// under /run/containerd the nodes' containerds made.
+	tasks := containerdTasks(opts.RuntimeDirs)
+	for _, dir := range append(opts.RuntimeDirs, opts.StateDirs...) {
 		n, err := UnmountUnder(dir)
 		if err != nil {
 			errs = append(errs, err)
@@ -64,6 +71,20 @@ func Machine(opts Options, steps ...Step) error {
 	for _, p := range opts.BPFPins {
 		if err := os.RemoveAll(p); err != nil {
 			errs = append(errs, err)
+		}
+		removeEmpty(filepath.Dir(p)) // /sys/fs/bpf/skiff, once no node has pins
+	}
+	for _, dir := range opts.RuntimeDirs {
+		if err := os.RemoveAll(dir); err != nil {
+			errs = append(errs, err)
+		} else {
+			note("removed %s", dir)
+		}
+		removeEmpty(filepath.Dir(dir)) // /run/skiff, once no node runs
+	}
+	for _, s := range hostSteps(tasks, opts.StateDirs) {
+		if err := s.Run(); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", s.Name, err))
 		}
 	}
 	removeNodeCgroups(opts.Nodes)

@@ -53,6 +53,9 @@ oom_score = -999
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
+        # runc's state is the node's too (the default is /run/containerd/runc,
+        # shared by every containerd on the machine), so it goes with the node.
+        Root = "{{.Dir}}/runc"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{{.CNIBinDir}}"
     conf_dir = "{{.CNIConfDir}}"
