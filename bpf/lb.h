@@ -230,3 +230,48 @@ static __always_inline __u32 lb4_pick(const struct lb4_service *svc, struct lb_a
 	}
 	return backend_id;
 }
+
+/* lb4_select looks up frontend key and picks the backend of a new connection
+ * (or datagram). It returns the backend's entry and its id in *idp, or NULL
+ * when there is none to give; *svcp is the frontend, NULL when key is not
+ * one. client is the affinity key for sessionAffinity ClientIP, other the
+ * one to use without it (NULL: none); their id is set here.
+ *
+ * Userspace changes a frontend by several writes (new slots, the count,
+ * deletions) and a program reads it by several lookups, so one read can
+ * straddle one change: the count read before it was lowered and the slot
+ * looked up after it was deleted, or a slot read before it was refilled and
+ * its old backend looked up after it was deleted. That is a frontend in the
+ * middle of an update, not one without endpoints: refusing the connection
+ * would be a spurious ECONNREFUSED in a rolling update. The frontend is read
+ * again and the pick made once more, which sees the finished change. */
+static __always_inline struct lb4_backend *lb4_select(const struct lb4_key *key, struct lb_affinity_key *client,
+						      struct lb_affinity_key *other, struct lb4_service **svcp,
+						      __u32 *idp)
+{
+	struct lb4_backend *be = NULL;
+	__u32 id = 0;
+
+	for (int try = 0; try < 2 && !be; try++) {
+		struct lb4_service *svc = bpf_map_lookup_elem(&lb4_services, key);
+		struct lb_affinity_key *akey = other;
+		__u64 now = 0;
+
+		*svcp = svc;
+		if (!svc || svc->count == 0)
+			return NULL;
+		if (svc->flags & SVC_F_AFFINITY) {
+			akey = client;
+			now = bpf_ktime_get_ns();
+		}
+		/* Per frontend: one client (or socket) talking to two Services
+		 * keeps its backend in each. */
+		if (akey)
+			akey->id = svc->id;
+		id = lb4_pick(svc, akey, now);
+		if (id)
+			be = bpf_map_lookup_elem(&lb4_backends, &id);
+	}
+	*idp = id;
+	return be;
+}

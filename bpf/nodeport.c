@@ -401,20 +401,9 @@ static __always_inline int new_flow(struct __sk_buff *ctx, const struct pkt *p, 
 	__u32 backend_id, ifindex;
 	int rc, local;
 
-	svc = bpf_map_lookup_elem(&lb4_services, &fk);
+	be = lb4_select(&fk, &akey, NULL, &svc, &backend_id);
 	if (!svc)
 		return TC_ACT_UNSPEC;
-	if (svc->count == 0)
-		return reject(ctx, p, svc);
-	if (svc->flags & SVC_F_AFFINITY) {
-		akey.id = svc->id;
-		backend_id = lb4_pick(svc, &akey, now);
-	} else {
-		backend_id = lb4_pick(svc, NULL, now);
-	}
-	if (!backend_id)
-		return reject(ctx, p, svc);
-	be = bpf_map_lookup_elem(&lb4_backends, &backend_id);
 	if (!be)
 		return reject(ctx, p, svc);
 

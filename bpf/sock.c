@@ -44,40 +44,29 @@ static __always_inline int lb4_xlate(struct bpf_sock_addr *ctx, __u32 proto, __b
 		.proto = (__u8)proto,
 		.scope = SCOPE_INTERNAL,
 	};
-	struct lb_affinity_key akey = {};
-	struct lb_affinity_key *ap = NULL;
+	struct lb_affinity_key client = {}, sock = {};
 	struct lb4_service *svc;
 	struct lb4_backend *be;
 	__u32 backend_id;
-	__u64 cookie, now = 0;
+	__u64 cookie;
 
 	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
 		return 1;
-	svc = bpf_map_lookup_elem(&lb4_services, &key);
+	/* Most connects are to no Service: leave them before the cookies. */
+	if (!bpf_map_lookup_elem(&lb4_services, &key))
+		return 1;
+	cookie = bpf_get_socket_cookie(ctx);
+	/* A pod is its network namespace: the netns cookie stands for the
+	 * client address kube-proxy keys sessionAffinity ClientIP on. */
+	client.cookie = bpf_get_netns_cookie(ctx);
+	client.kind = AFFINITY_CLIENT;
+	/* Datagrams of one unconnected UDP socket stick to one backend, as
+	 * conntrack keeps a UDP flow on one endpoint under kube-proxy. */
+	sock.cookie = cookie;
+	sock.kind = AFFINITY_SOCKET;
+	be = lb4_select(&key, &client, sendmsg ? &sock : NULL, &svc, &backend_id);
 	if (!svc)
 		return 1;
-	if (svc->count == 0)
-		return reject(svc);
-
-	cookie = bpf_get_socket_cookie(ctx);
-	if (svc->flags & SVC_F_AFFINITY) {
-		/* A pod is its network namespace: the netns cookie stands for
-		 * the client address kube-proxy would key affinity on. */
-		akey.cookie = bpf_get_netns_cookie(ctx);
-		akey.kind = AFFINITY_CLIENT;
-		ap = &akey;
-		now = bpf_ktime_get_ns();
-	} else if (sendmsg) {
-		/* Datagrams of one unconnected UDP socket stick to one backend,
-		 * as conntrack keeps a UDP flow on one endpoint under kube-proxy. */
-		akey.cookie = cookie;
-		akey.kind = AFFINITY_SOCKET;
-		ap = &akey;
-	}
-	backend_id = lb4_pick(svc, ap, now);
-	if (!backend_id)
-		return reject(svc);
-	be = bpf_map_lookup_elem(&lb4_backends, &backend_id);
 	if (!be)
 		return reject(svc);
 
