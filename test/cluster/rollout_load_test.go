@@ -1,0 +1,194 @@
+package cluster
+
+import (
+	"bytes"
+	"fmt"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestRolloutUnderLoad is the "rolling updates" acceptance point of the
+// data-plane issue: the demo as users get it (examples/demo) rolls twice —
+// `rollout restart`, then `set image` from echo v1 to v2 — while clients
+// keep sending requests through the ClusterIP (from a node, through its
+// socket load balancer) and through the Ingress (from outside the cluster),
+// and not one request fails. The demo's readinessProbe, preStop sleep and
+// grace period are what make that possible (docs/servicelb.md, "Rolling
+// updates without errors"): without the preStop sleep the old pods stop
+// listening before every node has dropped them, and ClusterIP connections
+// balanced to them in that window are refused.
+func TestRolloutUnderLoad(t *testing.T) {
+	c := Start(t, Options{Nodes: 2, WaitReady: true})
+	c.MustKubectl("apply", "-f", "../../examples/demo/demo.yaml")
+	c.WaitRollout(t, "deployment/demo")
+	ip := c.ClusterIP(t, "demo")
+	c.waitBackends(t, ip, 2)
+	ingressNode := c.Nodes[1].IP
+	if err := poll(60*time.Second, func() bool {
+		out, _ := c.ClientExec("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "3",
+			"-H", "Host: demo.localhost", "http://"+ingressNode+"/")
+		return out == "200"
+	}); err != nil {
+		t.Fatalf("the demo's Ingress never answered 200 on %s", ingressNode)
+	}
+
+	// A new connection per request through the ClusterIP: every request
+	// asks the node's load balancer for a backend, so one still pointing
+	// at a pod that stopped listening shows up as a refused connection.
+	viaClusterIP := startHey(t, c.Nodes[0].NS, c.Nodes[0].CgroupDir(),
+		"-z", "10m", "-c", "4", "-q", "100", "-disable-keepalive", "http://"+ip+"/")
+	viaIngress := startHey(t, c.ClientNS, "",
+		"-z", "10m", "-c", "4", "-q", "100", "-host", "demo.localhost", "http://"+ingressNode+"/")
+	time.Sleep(2 * time.Second)
+
+	c.MustKubectl("rollout", "restart", "deployment/demo")
+	c.waitRolledOut(t, "deployment/demo", "app=demo")
+	c.MustKubectl("set", "image", "deployment/demo", "echo=skiff.local/echo:v2")
+	c.waitRolledOut(t, "deployment/demo", "app=demo")
+	time.Sleep(time.Second)
+
+	for _, h := range []struct {
+		name string
+		hey  *heyRun
+	}{{"ClusterIP " + ip + " from " + c.Nodes[0].Name, viaClusterIP}, {"Ingress on " + ingressNode, viaIngress}} {
+		r, out := h.hey.stop(t)
+		t.Logf("%s: %d responses %v, %d errors", h.name, r.total(), r.codes, r.errors)
+		if r.errors != 0 || len(r.codes) != 1 || r.codes[200] == 0 {
+			t.Errorf("%s: requests failed during the rollouts: status codes %v, %d errors\n%s", h.name, r.codes, r.errors, out)
+		}
+		// The load must have been there all along for 0 errors to mean
+		// something: two rollouts with 5 s preStop sleeps take well over
+		// 20 s at 400 requests/s.
+		if r.total() < 2000 {
+			t.Errorf("%s: only %d responses; the load did not run through the rollouts\n%s", h.name, r.total(), out)
+		}
+	}
+	for _, p := range c.Pods(t, "app=demo") {
+		if out := c.MustKubectl("exec", p.Name, "--", "/echo", "-version"); strings.TrimSpace(out) != "v2" {
+			t.Errorf("%s runs %q after set image, want v2", p.Name, out)
+		}
+	}
+}
+
+// waitRolledOut waits for the rollout and then for the old pods to be gone,
+// so their whole termination (preStop, SIGTERM, exit) happens under load.
+func (c *Cluster) waitRolledOut(t *testing.T, obj, selector string) {
+	t.Helper()
+	c.WaitRollout(t, obj)
+	if err := poll(60*time.Second, func() bool {
+		for _, p := range c.Pods(t, selector) {
+			if p.DeletionTimestamp != nil {
+				return false
+			}
+		}
+		return true
+	}); err != nil {
+		t.Fatalf("old pods of %s still terminating a minute after the rollout", obj)
+	}
+}
+
+// heyRun is a hey load generator running until stopped.
+type heyRun struct {
+	cmd *exec.Cmd
+	out bytes.Buffer
+}
+
+func startHey(t *testing.T, ns namespace, cgroupDir string, args ...string) *heyRun {
+	t.Helper()
+	cmd, err := command(ns, cgroupDir, "hey", args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &heyRun{cmd: cmd}
+	cmd.Stdout, cmd.Stderr = &h.out, &h.out
+	err = cmd.Start()
+	closeCgroupFD(cmd)
+	if err != nil {
+		t.Fatalf("start hey: %v", err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	return h
+}
+
+// stop interrupts hey, which then prints its report (nsenter has exec'd
+// hey, so the process is hey itself).
+func (h *heyRun) stop(t *testing.T) (heyResult, string) {
+	t.Helper()
+	if err := h.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatalf("interrupt hey: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- h.cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		h.cmd.Process.Kill()
+		<-done
+		t.Fatalf("hey did not stop within 30 s of SIGINT:\n%s", h.out.String())
+	}
+	out := h.out.String()
+	r, err := parseHey(out)
+	if err != nil {
+		t.Fatalf("%v:\n%s", err, out)
+	}
+	return r, out
+}
+
+// heyResult counts what hey's report says: responses by status code and
+// requests that got no response (refused, reset, timed out).
+type heyResult struct {
+	codes  map[int]int
+	errors int
+}
+
+func (r heyResult) total() int {
+	n := 0
+	for _, v := range r.codes {
+		n += v
+	}
+	return n
+}
+
+var (
+	heyCodeLine  = regexp.MustCompile(`^\s*\[(\d{3})\]\s+(\d+) responses`)
+	heyErrorLine = regexp.MustCompile(`^\s*\[(\d+)\]\s+\S`)
+)
+
+func parseHey(out string) (heyResult, error) {
+	r := heyResult{codes: map[int]int{}}
+	if !strings.Contains(out, "Summary:") {
+		return r, fmt.Errorf("no hey report")
+	}
+	section := ""
+	for _, l := range strings.Split(out, "\n") {
+		switch {
+		case strings.HasPrefix(l, "Status code distribution:"):
+			section = "codes"
+			continue
+		case strings.HasPrefix(l, "Error distribution:"):
+			section = "errors"
+			continue
+		case l != "" && !strings.HasPrefix(l, " "):
+			section = ""
+		}
+		if m := heyCodeLine.FindStringSubmatch(l); section == "codes" && m != nil {
+			code, _ := strconv.Atoi(m[1])
+			n, _ := strconv.Atoi(m[2])
+			r.codes[code] += n
+		} else if m := heyErrorLine.FindStringSubmatch(l); section == "errors" && m != nil {
+			n, _ := strconv.Atoi(m[1])
+			r.errors += n
+		}
+	}
+	return r, nil
+}
