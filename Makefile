@@ -19,7 +19,7 @@ LDFLAGS := -s -w -X main.version=$(SKIFF_VERSION) \
 	  -X $(p).gitCommit=$(GIT_COMMIT) -X $(p).gitTreeState=$(GIT_TREE) -X $(p).buildDate=$(BUILD_DATE))
 export GOFLAGS := -buildvcs=false
 
-.PHONY: all build images cluster cluster-down test test-fuzz verify-generate test-unit test-e2e generate run stop lint deps clean
+.PHONY: all build images cluster cluster-down test test-fuzz verify-generate test-unit test-e2e generate run stop wipe lint deps clean
 
 all: build
 
@@ -87,8 +87,13 @@ cluster-down:
 run: deps build
 	@hack/run.sh
 
+# `make stop` keeps the cluster's data (the next `make run` brings it back);
+# `make wipe` removes it too.
 stop:
 	@hack/stop.sh
+
+wipe:
+	@hack/stop.sh --wipe
 
 clean:
 	rm -rf $(OUT)

@@ -68,11 +68,18 @@ func newInstallCommand() *cobra.Command {
 
 func newUninstallCommand() *cobra.Command {
 	var keepData bool
-	var root string
+	var root, dataDir string
+	var nodes []string
 	cmd := &cobra.Command{
 		Use:   "uninstall",
 		Short: "Stop Skiff and remove its services, processes, mounts, network and BPF state from this machine",
-		Args:  cobra.NoArgs,
+		Long: `Stop Skiff and remove what it set up on this machine: its systemd units, the
+processes of its nodes (containerd, shims, containers, the data plane), their
+mounts, pod network namespaces, routes, masquerade table and BPF programs,
+and their runtime state under /run/skiff. Without --keep-data it also removes
+the data dir (etcd, certificates, token, node state): the cluster is gone.
+With --keep-data the next start brings the same cluster and workloads back.`,
+		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if os.Geteuid() != 0 {
 				return fmt.Errorf("run as root: uninstall stops containers and removes routes and BPF programs")
@@ -83,18 +90,24 @@ func newUninstallCommand() *cobra.Command {
 					return err
 				}
 			}
-			nodes := localNodes("/var/lib/skiff/agent")
-			var pins []string
+			agentDir := filepath.Join(dataDir, "agent")
+			if len(nodes) == 0 {
+				nodes = localNodes(agentDir)
+			}
+			var pins, runtime []string
 			for _, n := range nodes {
 				pins = append(pins, filepath.Join("/sys/fs/bpf/skiff", n))
+				runtime = append(runtime, filepath.Join("/run/skiff", n))
 			}
 			return cleanup.Machine(cleanup.Options{
-				Nodes: nodes, StateDirs: []string{"/var/lib/skiff"}, KeepData: keepData, BPFPins: pins, Out: c.OutOrStdout(),
-			}, dataPlaneCleanup("/var/lib/skiff/agent", nodes)...)
+				Nodes: nodes, StateDirs: []string{dataDir}, KeepData: keepData, RuntimeDirs: runtime, BPFPins: pins, Out: c.OutOrStdout(),
+			}, dataPlaneCleanup(agentDir, nodes)...)
 		},
 	}
-	cmd.Flags().BoolVar(&keepData, "keep-data", false, "keep /var/lib/skiff (etcd data, certificates, token)")
+	cmd.Flags().BoolVar(&keepData, "keep-data", false, "keep the data dir (etcd data, certificates, token, node state), so the next start brings the cluster back")
 	cmd.Flags().StringVar(&root, "root", "/", "where the units were installed")
+	cmd.Flags().StringVar(&dataDir, "data-dir", "/var/lib/skiff", "Skiff's data dir on this machine: the server's under server/, the nodes' under agent/")
+	cmd.Flags().StringSliceVar(&nodes, "node", nil, "the nodes to stop and remove (default: every node with state under DATA/agent, and this machine's hostname); other Skiff nodes on this machine are left running")
 	return cmd
 }
 
