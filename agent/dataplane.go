@@ -12,6 +12,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/skiffnet/skiff/agent/containerd"
+	"github.com/skiffnet/skiff/agent/dataplane"
 )
 
 // SandboxImage is the pod sandbox (pause) image, built from images/pause and
@@ -32,14 +33,33 @@ func (a *Agent) startDataPlane(ctx context.Context, client kubernetes.Interface,
 	if err := a.startServiceLB(ctx, client, factory, done); err != nil {
 		return err
 	}
-	if err := a.startDNS(ctx, factory, done); err != nil {
-		return err
-	}
-	if err := a.startIngress(ctx, client, kubeconfig, factory, done); err != nil {
-		return err
-	}
 	factory.Start(ctx.Done())
+	a.startServing(ctx, kubeconfig)
 	return nil
+}
+
+// startServing starts the node's DNS and ingress proxy in a process of
+// their own, which outlives this agent (package dataplane): a restarted or
+// upgraded agent starts a new one that takes over the running one's
+// sockets, so the node's clients never see them closed.
+func (a *Agent) startServing(ctx context.Context, kubeconfig string) {
+	c := &a.cfg
+	p := &dataplane.Process{
+		Config: dataplane.Config{
+			NodeName: c.NodeName, NodeIP: c.NodeIP, Kubeconfig: kubeconfig, ClusterDomain: c.ClusterDomain,
+			IngressHTTP: c.IngressHTTP, IngressHTTPS: c.IngressHTTPS, IngressAccessLog: c.IngressAccessLog,
+		},
+		LogPath:  filepath.Join(c.DataDir, "logs", "dataplane-"+c.NodeName+".log"),
+		Progress: a.progress,
+		Logger:   c.Logger.With("component", "dataplane"),
+	}
+	a.progress("starting the data plane (cluster DNS on %s, ingress on %s and %s; log %s)",
+		p.Config.DNSAddr(), c.IngressHTTP, c.IngressHTTPS, p.LogPath)
+	go func() {
+		if err := p.Supervise(ctx); err != nil {
+			a.progress("the data plane cannot start: %v", err)
+		}
+	}()
 }
 
 // runtime returns the CRI endpoint the kubelet uses: the one given when

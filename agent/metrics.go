@@ -10,6 +10,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/skiffnet/skiff/agent/dataplane"
 )
 
 // serveMetrics serves the data plane's Prometheus metrics on
@@ -25,7 +27,9 @@ func (a *Agent) serveMetrics(ctx context.Context, reg *prometheus.Registry, done
 		return err
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	// The data plane process's metrics (DNS, ingress) join the agent's.
+	all := prometheus.Gatherers{reg, dataplane.Gatherer(dataplane.SocketPath(a.cfg.NodeName), a.cfg.Logger)}
+	mux.Handle("/metrics", promhttp.HandlerFor(all, promhttp.HandlerOpts{}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	context.AfterFunc(ctx, func() { srv.Close() })
 	go func() {

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -60,8 +61,13 @@ type Options struct {
 
 // Ingress is a running controller and proxy pair.
 type Ingress struct {
+	opts       Options
 	proxy      *proxy.Proxy
 	controller *controller.Controller
+	// synced is closed by the first table built from synced caches;
+	// serving is closed once the proxy accepts with it.
+	synced, serving chan struct{}
+	syncOnce        sync.Once
 }
 
 // New wires the proxy and the controller; nothing listens until Run.
@@ -92,8 +98,13 @@ func New(o Options) (*Ingress, error) {
 	if err != nil {
 		return nil, err
 	}
-	swap := p.Swap
+	ing := &Ingress{opts: o, proxy: p, synced: make(chan struct{}), serving: make(chan struct{})}
+	swap := func(t *routes.Table) {
+		p.Swap(t)
+		ing.syncOnce.Do(func() { close(ing.synced) })
+	}
 	if o.LocalAddresses {
+		swapTable := swap
 		local, err := gatewayaddr.NewLocal()
 		if err != nil {
 			return nil, err
@@ -104,7 +115,7 @@ func New(o Options) (*Ingress, error) {
 			if err := local.Sync(t.GatewayAddresses()); err != nil {
 				log.Warn("making Gateway addresses local", "err", err)
 			}
-			p.Swap(t)
+			swapTable(t)
 		}
 	}
 	c, err := controller.New(controller.Options{
@@ -122,7 +133,8 @@ func New(o Options) (*Ingress, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Ingress{proxy: p, controller: c}, nil
+	ing.controller = c
+	return ing, nil
 }
 
 func port(addr string, def int32) (int32, error) {
@@ -143,19 +155,76 @@ func port(addr string, def int32) (int32, error) {
 // Proxy returns the proxy, for embedding its handlers elsewhere.
 func (i *Ingress) Proxy() *proxy.Proxy { return i.proxy }
 
-// Run serves until ctx ends or either half fails.
+// Run listens on the configured addresses and serves until ctx ends or
+// either half fails. See Serve.
 func (i *Ingress) Run(ctx context.Context) error {
+	httpLn, httpsLn, err := Listen(i.opts.HTTPAddr, i.opts.HTTPSAddr)
+	if err != nil {
+		return err
+	}
+	return i.Serve(ctx, httpLn, httpsLn)
+}
+
+// Listen opens the proxy's listeners; an empty address opens none.
+func Listen(httpAddr, httpsAddr string) (httpLn, httpsLn net.Listener, err error) {
+	if httpAddr != "" {
+		if httpLn, err = net.Listen("tcp", httpAddr); err != nil {
+			return nil, nil, fmt.Errorf("ingress http listener: %w", err)
+		}
+	}
+	if httpsAddr != "" {
+		if httpsLn, err = net.Listen("tcp", httpsAddr); err != nil {
+			if httpLn != nil {
+				httpLn.Close()
+			}
+			return nil, nil, fmt.Errorf("ingress https listener: %w", err)
+		}
+	}
+	return httpLn, httpsLn, nil
+}
+
+// Serve runs the controller and serves on the given listeners (either may
+// be nil) until ctx ends or either half fails; then it stops accepting and
+// lets in-flight requests finish. The proxy accepts only once it has a
+// table built from synced caches: until then connections wait in the
+// listen queue rather than get 404 for hosts that have routes.
+func (i *Ingress) Serve(ctx context.Context, httpLn, httpsLn net.Listener) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errc := make(chan error, 2)
-	go func() { errc <- i.proxy.Serve(ctx) }()
 	go func() { errc <- i.controller.Run(ctx) }()
+	select {
+	case <-i.synced:
+	case err := <-errc:
+		closeListeners(httpLn, httpsLn)
+		if err == nil {
+			err = errors.New("ingress controller stopped before its first route table")
+		}
+		return err
+	case <-ctx.Done():
+		closeListeners(httpLn, httpsLn)
+		<-errc
+		return nil
+	}
+	go func() { errc <- i.proxy.ServeListeners(ctx, httpLn, httpsLn) }()
+	close(i.serving)
 	err := <-errc
 	cancel()
 	if err2 := <-errc; err == nil {
 		err = err2
 	}
 	return err
+}
+
+// Serving is closed once the proxy accepts connections.
+func (i *Ingress) Serving() <-chan struct{} { return i.serving }
+
+func closeListeners(ls ...net.Listener) {
+	for _, l := range ls {
+		if l != nil {
+			l.Close()
+		}
+	}
 }
 
 // IngressClass is the IngressClass the server creates at bootstrap: Skiff

@@ -81,6 +81,18 @@ func udpRequest(addr string, rep *reply) error {
 // clientMode runs `echo get URL [N]` or `echo udp HOST:PORT [N]` and
 // reports whether the arguments asked for it.
 func clientMode(args []string) (code int, ok bool) {
+	if len(args) >= 2 && args[0] == "resolve" {
+		interval := 10 * time.Millisecond
+		if len(args) > 2 {
+			d, err := time.ParseDuration(args[2])
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "usage: echo resolve NAME [INTERVAL]")
+				return 2, true
+			}
+			interval = d
+		}
+		return runResolve(args[1], interval), true
+	}
 	if len(args) < 2 || (args[0] != "get" && args[0] != "udp") {
 		return 0, false
 	}

@@ -44,8 +44,10 @@ type Cluster struct {
 	ClientNS namespace
 	Nodes    []*Node
 	server   *process
-	opts     Options
-	restCfg  *rest.Config
+	// serverStarts counts server starts; each gets its own output file.
+	serverStarts int
+	opts         Options
+	restCfg      *rest.Config
 }
 
 // Start builds the namespaces, starts the server and one agent per node.
@@ -86,7 +88,12 @@ func (c *Cluster) startServer() {
 	if c.opts.GatewayCIDR != "" {
 		args = append(args, "--gateway-cidr", c.opts.GatewayCIDR)
 	}
-	c.server = start(c.t, c.Infra, "", filepath.Join(c.Dir, "server.out"), c.Bin, args...)
+	logName := "server.out"
+	if c.serverStarts > 0 {
+		logName = fmt.Sprintf("server-%d.out", c.serverStarts+1)
+	}
+	c.serverStarts++
+	c.server = start(c.t, c.Infra, "", filepath.Join(c.Dir, logName), c.Bin, args...)
 	if err := c.server.waitFor("ready in", 2*time.Minute); err != nil {
 		c.t.Fatal(err)
 	}
@@ -96,6 +103,16 @@ func (c *Cluster) startServer() {
 	}
 	rc.Dial = dialer(c.Infra)
 	c.restCfg = rc
+}
+
+// StopServer stops the control plane with SIGTERM, as an outage does.
+func (c *Cluster) StopServer() { c.server.stop(syscall.SIGTERM) }
+
+// RestartServer starts the stopped server again on its data dir and waits
+// until it is ready.
+func (c *Cluster) RestartServer() {
+	c.t.Helper()
+	c.startServer()
 }
 
 // Token is the node join token.
@@ -191,7 +208,14 @@ type Node struct {
 // StartAgent starts (or restarts) the node's agent.
 func (n *Node) StartAgent() {
 	n.c.t.Helper()
-	n.Run(n.c.Bin, "agent",
+	n.StartAgentBinary(n.c.Bin)
+}
+
+// StartAgentBinary starts the node's agent from another skiff binary (an
+// upgrade).
+func (n *Node) StartAgentBinary(bin string) {
+	n.c.t.Helper()
+	n.Run(bin, "agent",
 		"--server", n.c.ServerURL(), "--token", n.c.Token(), "--node-name", n.Name, "--node-ip", n.IP,
 		"--data-dir", filepath.Join(n.c.Dir, "agents"), "--pod-network", n.c.opts.PodNetwork,
 		"--insecure-registry", Registry, "--lb-cgroup", "/skiff-"+n.Name,
