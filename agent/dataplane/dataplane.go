@@ -114,7 +114,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if ho != nil {
 		defer ho.Close()
-		log.Info("taking over from the running data plane", "pid", ho.From.PID, "version", ho.From.Version)
+		log.Info("taking over from the running data plane", "old_pid", ho.From.PID, "old_version", ho.From.Version)
 	}
 	socks, err := openSockets(cfg, ho)
 	if err != nil {
@@ -129,7 +129,7 @@ func Run(ctx context.Context, cfg Config) error {
 	ing, err := ingress.New(ingress.Options{
 		Client: client, GatewayClient: gw, Factory: factory,
 		HTTPAddr: cfg.IngressHTTP, HTTPSAddr: cfg.IngressHTTPS,
-		Logger: log.With("component", "ingress"), Registerer: reg, AccessLog: cfg.IngressAccessLog,
+		Logger: log, Registerer: reg, AccessLog: cfg.IngressAccessLog,
 		// Gateways with an address of their own are served on it by
 		// every node.
 		LocalAddresses: true,
@@ -165,7 +165,7 @@ func Run(ctx context.Context, cfg Config) error {
 		st.Predecessor = &ho.From
 	}
 	offer := &handoff.Offer{Self: self, Sockets: socks.offer(), Replaced: func(s handoff.Peer) {
-		log.Info("a new data plane took over; draining", "pid", s.PID, "version", s.Version)
+		log.Info("a new data plane took over; draining", "new_pid", s.PID, "new_version", s.Version)
 		drain()
 	}}
 	ctl, err := listenControl(cfg.Socket, st, reg, offer, log)
@@ -177,7 +177,7 @@ func Run(ctx context.Context, cfg Config) error {
 		if err := ho.Ready(); err != nil {
 			log.Warn("telling the old data plane to drain", "err", err)
 		}
-		log.Info("took over; the old data plane drains", "pid", ho.From.PID)
+		log.Info("took over; the old data plane drains", "old_pid", ho.From.PID)
 	}
 	if err := ctl.publish(); err != nil {
 		log.Error("the agent cannot reach this data plane", "err", err)

@@ -56,6 +56,9 @@ func (p *Process) Supervise(ctx context.Context) error {
 	if p.Logger == nil {
 		p.Logger = slog.New(slog.DiscardHandler)
 	}
+	if p.Progress == nil {
+		p.Progress = func(string, ...any) {}
+	}
 	backoff := time.Second
 	for {
 		start := time.Now()
@@ -95,6 +98,8 @@ func (p *Process) start() (*exec.Cmd, error) {
 	}
 	defer logf.Close()
 	cmd := exec.Command(p.Binary, p.Config.Args()...)
+	// ps shows "skiff dataplane ...", not /proc/self/exe.
+	cmd.Args[0] = os.Args[0]
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// A session of its own: neither a terminal's Ctrl-C nor a signal to
 	// the agent's process group reaches it. It stays in the agent's cgroup

@@ -13,7 +13,8 @@ import (
 // every interval for ever and prints its running totals once a second.
 // A lookup that errs is a failure; NXDOMAIN for a name that exists is also
 // counted apart as wrong, the worse of the two. slowest_ms is the longest
-// lookup so far: a query the server dropped shows there as a retry.
+// lookup since the previous line: a query the server dropped shows there as
+// a retry.
 func runResolve(name string, interval time.Duration) int {
 	var total, failed, wrong int
 	var slowest time.Duration
@@ -43,6 +44,7 @@ func runResolve(name string, interval time.Duration) int {
 		select {
 		case <-report.C:
 			fmt.Printf("resolve total=%d failed=%d wrong=%d slowest_ms=%d\n", total, failed, wrong, slowest.Milliseconds())
+			slowest = 0
 		default:
 		}
 		<-tick.C

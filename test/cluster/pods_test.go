@@ -110,12 +110,3 @@ func (c *Cluster) Pods(t testing.TB, selector string) []corev1.Pod {
 	}
 	return list.Items
 }
-
-// WaitRollout waits for `kubectl rollout status` of obj to finish.
-func (c *Cluster) WaitRollout(t testing.TB, obj string) {
-	t.Helper()
-	if out, err := c.Kubectl("rollout", "status", obj, "--timeout=180s"); err != nil {
-		desc, _ := c.Kubectl("describe", "pods")
-		t.Fatalf("%v\n%s\n%s", err, out, desc)
-	}
-}

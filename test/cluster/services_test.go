@@ -241,13 +241,3 @@ func heyStatusCodes(out string) []string {
 	}
 	return codes
 }
-
-// NodePort returns the default namespace's Service's first node port.
-func (c *Cluster) NodePort(t testing.TB, svc string) int32 {
-	t.Helper()
-	s, err := c.Client().CoreV1().Services("default").Get(context.Background(), svc, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s.Spec.Ports[0].NodePort
-}

@@ -11,7 +11,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/skiffnet/skiff/images"
 )
@@ -182,10 +181,4 @@ func testLatePush(t *testing.T, c *Cluster) {
 	}
 	c.Push(img, "late/echo:v1")
 	c.WaitPod(t, "late", podReady)
-}
-
-// poll checks cond every 500 ms until it holds or timeout passes.
-func poll(timeout time.Duration, cond func() bool) error {
-	return wait.PollUntilContextTimeout(context.Background(), 500*time.Millisecond, timeout, true,
-		func(context.Context) (bool, error) { return cond(), nil })
 }
