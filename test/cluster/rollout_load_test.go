@@ -1,13 +1,7 @@
 package cluster
 
 import (
-	"bytes"
-	"fmt"
-	"os/exec"
-	"regexp"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -44,11 +38,11 @@ func TestRolloutUnderLoad(t *testing.T) {
 	// half of them are sent to a closed port and refused. And a new
 	// connection per request, so that every request asks the load
 	// balancer for a backend throughout.
-	viaClusterIP := startHey(t, c.Nodes[0].NS, c.Nodes[0].CgroupDir(),
+	viaClusterIP := StartHey(t, c.Nodes[0].NS, c.Nodes[0].CgroupDir(),
 		"-z", "10m", "-c", "20", "-q", "10", "http://"+ip+"/")
-	viaClusterIPNew := startHey(t, c.Nodes[0].NS, c.Nodes[0].CgroupDir(),
+	viaClusterIPNew := StartHey(t, c.Nodes[0].NS, c.Nodes[0].CgroupDir(),
 		"-z", "10m", "-c", "4", "-q", "50", "-disable-keepalive", "http://"+ip+"/")
-	viaIngress := startHey(t, c.ClientNS, "",
+	viaIngress := StartHey(t, c.ClientNS, "",
 		"-z", "10m", "-c", "4", "-q", "100", "-host", "demo.localhost", "http://"+ingressNode+"/")
 	time.Sleep(2 * time.Second)
 
@@ -60,22 +54,22 @@ func TestRolloutUnderLoad(t *testing.T) {
 
 	for _, h := range []struct {
 		name string
-		hey  *heyRun
+		hey  *Hey
 	}{
 		{"ClusterIP " + ip + " from " + c.Nodes[0].Name + ", keep-alive", viaClusterIP},
 		{"ClusterIP " + ip + " from " + c.Nodes[0].Name + ", a connection per request", viaClusterIPNew},
 		{"Ingress on " + ingressNode, viaIngress},
 	} {
-		r, out := h.hey.stop(t)
-		t.Logf("%s: %d responses %v, %d errors", h.name, r.total(), r.codes, r.errors)
-		if r.errors != 0 || len(r.codes) != 1 || r.codes[200] == 0 {
-			t.Errorf("%s: requests failed during the rollouts: status codes %v, %d errors\n%s", h.name, r.codes, r.errors, out)
+		r := h.hey.Stop(t)
+		t.Logf("%s: %d responses %v, %d errors", h.name, r.Total(), r.Codes, r.Errors)
+		if r.Errors != 0 || len(r.Codes) != 1 || r.Codes[200] == 0 {
+			t.Errorf("%s: requests failed during the rollouts: status codes %v, %d errors\n%s", h.name, r.Codes, r.Errors, r.Report)
 		}
 		// The load must have been there all along for 0 errors to mean
 		// something: two rollouts with 5 s preStop sleeps take well over
 		// 20 s, at 200-400 requests/s per client.
-		if r.total() < 2000 {
-			t.Errorf("%s: only %d responses; the load did not run through the rollouts\n%s", h.name, r.total(), out)
+		if r.Total() < 2000 {
+			t.Errorf("%s: only %d responses; the load did not run through the rollouts\n%s", h.name, r.Total(), r.Report)
 		}
 	}
 	for _, p := range c.Pods(t, "app=demo") {
@@ -100,105 +94,4 @@ func (c *Cluster) waitRolledOut(t *testing.T, obj, selector string) {
 	}); err != nil {
 		t.Fatalf("old pods of %s still terminating a minute after the rollout", obj)
 	}
-}
-
-// heyRun is a hey load generator running until stopped.
-type heyRun struct {
-	cmd *exec.Cmd
-	out bytes.Buffer
-}
-
-func startHey(t *testing.T, ns namespace, cgroupDir string, args ...string) *heyRun {
-	t.Helper()
-	cmd, err := command(ns, cgroupDir, "hey", args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := &heyRun{cmd: cmd}
-	cmd.Stdout, cmd.Stderr = &h.out, &h.out
-	err = cmd.Start()
-	closeCgroupFD(cmd)
-	if err != nil {
-		t.Fatalf("start hey: %v", err)
-	}
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			cmd.Wait()
-		}
-	})
-	return h
-}
-
-// stop interrupts hey, which then prints its report (nsenter has exec'd
-// hey, so the process is hey itself).
-func (h *heyRun) stop(t *testing.T) (heyResult, string) {
-	t.Helper()
-	if err := h.cmd.Process.Signal(syscall.SIGINT); err != nil {
-		t.Fatalf("interrupt hey: %v", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- h.cmd.Wait() }()
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		h.cmd.Process.Kill()
-		<-done
-		t.Fatalf("hey did not stop within 30 s of SIGINT:\n%s", h.out.String())
-	}
-	out := h.out.String()
-	r, err := parseHey(out)
-	if err != nil {
-		t.Fatalf("%v:\n%s", err, out)
-	}
-	return r, out
-}
-
-// heyResult counts what hey's report says: responses by status code and
-// requests that got no response (refused, reset, timed out).
-type heyResult struct {
-	codes  map[int]int
-	errors int
-}
-
-func (r heyResult) total() int {
-	n := 0
-	for _, v := range r.codes {
-		n += v
-	}
-	return n
-}
-
-var (
-	heyCodeLine  = regexp.MustCompile(`^\s*\[(\d{3})\]\s+(\d+) responses`)
-	heyErrorLine = regexp.MustCompile(`^\s*\[(\d+)\]\s+\S`)
-)
-
-func parseHey(out string) (heyResult, error) {
-	r := heyResult{codes: map[int]int{}}
-	if !strings.Contains(out, "Summary:") {
-		return r, fmt.Errorf("no hey report")
-	}
-	section := ""
-	for _, l := range strings.Split(out, "\n") {
-		switch {
-		case strings.HasPrefix(l, "Status code distribution:"):
-			section = "codes"
-			continue
-		case strings.HasPrefix(l, "Error distribution:"):
-			section = "errors"
-			continue
-		case l != "" && !strings.HasPrefix(l, " "):
-			section = ""
-		}
-		if m := heyCodeLine.FindStringSubmatch(l); section == "codes" && m != nil {
-			code, _ := strconv.Atoi(m[1])
-			n, _ := strconv.Atoi(m[2])
-			r.codes[code] += n
-		} else if m := heyErrorLine.FindStringSubmatch(l); section == "errors" && m != nil {
-			n, _ := strconv.Atoi(m[1])
-			r.errors += n
-		}
-	}
-	return r, nil
 }
