@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/skiffnet/skiff/agent/dataplane"
 )
 
@@ -35,7 +37,23 @@ func TestDataPlaneOutlivesAgent(t *testing.T) {
 			}
 		}},
 		{"Crash", func(t *testing.T) { n.RestartAgent(t, n.KillAgent, c.Bin) }},
-		{"ControlPlaneDown", func(*testing.T) { c.OutageOfServer(60 * time.Second) }},
+		{"ControlPlaneDown", func(t *testing.T) {
+			c.OutageOfServer(60 * time.Second)
+			back := time.Now()
+			// Every agent reconnects on its own: its kubelet renews the node's
+			// lease again.
+			if err := poll(2*time.Minute, func() bool {
+				for _, n := range c.Nodes {
+					l, err := c.Client().CoordinationV1().Leases("kube-node-lease").Get(context.Background(), n.Name, metav1.GetOptions{})
+					if err != nil || l.Spec.RenewTime == nil || l.Spec.RenewTime.Time.Before(back) {
+						return false
+					}
+				}
+				return true
+			}); err != nil {
+				t.Errorf("not every node renewed its lease within 2 minutes of the server's return")
+			}
+		}},
 	}
 	for _, sc := range scenarios {
 		t.Run(sc.name, func(t *testing.T) {
