@@ -34,6 +34,9 @@ starts reuse them.`,
 			if cfg.DataDir == "" {
 				cfg.DataDir = "/var/lib/skiff/server"
 			}
+			// Without a node in this process nothing else routes the API
+			// server to pods; with one, the agent's own controller does.
+			cfg.RoutePods = disableAgent
 			s, err := server.New(cfg) // checks flags, data dir and ports before anything is written
 			if err != nil {
 				return err

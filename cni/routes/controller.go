@@ -39,6 +39,13 @@ type Options struct {
 	Resync     time.Duration
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer // optional
+	// ServerOnly runs the controller for a control plane that has no node
+	// of its own (`skiff server --disable-agent`): it routes every Node's
+	// pod range via that node so the API server can dial pods (pods/proxy,
+	// webhooks, aggregated APIs), and does nothing a node does: no
+	// forwarding, no masquerading, no VXLAN device. NodeName is unused and
+	// NodeIP must be the server's address on the nodes' link.
+	ServerOnly bool
 }
 
 type routeApplier interface{ Apply(Desired) error }
@@ -69,7 +76,15 @@ func New(o Options) (*Controller, error) {
 	if o.Client == nil && o.Informers == nil {
 		return nil, errors.New("routes: a Kubernetes client is required")
 	}
-	if o.NodeName == "" {
+	if o.ServerOnly {
+		if !o.NodeIP.Is4() {
+			return nil, fmt.Errorf("routes: the server's address %s: want the IPv4 address it reaches the nodes from (--advertise-address)", o.NodeIP)
+		}
+		// Direct routes are the only mode a non-node can use: the nodes'
+		// VXLAN devices know only each other's VTEPs.
+		o.Mode, o.NodeName, o.ClusterCIDR = ModeRouted, "", netip.Prefix{}
+	}
+	if o.NodeName == "" && !o.ServerOnly {
 		return nil, errors.New("routes: the node name is required")
 	}
 	if o.Mode != ModeRouted && o.Mode != ModeVXLAN {
@@ -131,8 +146,10 @@ func (c *Controller) Run(ctx context.Context) error {
 	}); err != nil {
 		return fmt.Errorf("routes: watch nodes: %w", err)
 	}
-	if err := c.forward(); err != nil {
-		return fmt.Errorf("routes: %w", err)
+	if !c.o.ServerOnly {
+		if err := c.forward(); err != nil {
+			return fmt.Errorf("routes: %w", err)
+		}
 	}
 	if c.masq == nil && c.o.ClusterCIDR.IsValid() {
 		m, err := NewMasquerade()
@@ -146,7 +163,11 @@ func (c *Controller) Run(ctx context.Context) error {
 	if !cache.WaitForCacheSync(ctx.Done(), inf.Informer().HasSynced) {
 		return ctx.Err()
 	}
-	c.o.Logger.Info("pod network routes running", "node", c.o.NodeName, "mode", c.o.Mode, "clusterCIDR", c.o.ClusterCIDR)
+	if c.o.ServerOnly {
+		c.o.Logger.Info("pod network routes running for the control plane", "address", c.o.NodeIP)
+	} else {
+		c.o.Logger.Info("pod network routes running", "node", c.o.NodeName, "mode", c.o.Mode, "clusterCIDR", c.o.ClusterCIDR)
+	}
 	resync := time.NewTicker(c.o.Resync)
 	defer resync.Stop()
 	retry := time.NewTimer(0)

@@ -132,6 +132,55 @@ func TestControllerFollowsNodes(t *testing.T) {
 	}
 }
 
+// A control plane without a node routes every node's range, itself having
+// none, and never turns on forwarding or masquerading.
+func TestControllerServerOnly(t *testing.T) {
+	client := fake.NewClientset(
+		node("n1", "172.30.0.11", "10.244.0.0/24"),
+		node("n2", "172.30.0.12", "10.244.1.0/24"),
+		node("n3", "172.30.0.13", ""),
+	)
+	c, err := New(Options{
+		Client: client, Mode: ModeVXLAN, NodeIP: netip.MustParseAddr("172.30.0.1"), ServerOnly: true,
+		ClusterCIDR: netip.MustParsePrefix("10.244.0.0/16"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := &fakeKernel{}
+	c.newRoutes = func(m Mode, ip netip.Addr) (routeApplier, error) {
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		k.mode, k.ip = m, ip
+		return k, nil
+	}
+	c.forward = func() error { t.Error("a control plane without a node turned on forwarding"); return nil }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- c.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	waitFor(t, "both nodes routed", func() bool {
+		d, _ := k.last()
+		return peers(d) == "n1=10.244.0.0/24 via 172.30.0.11; n2=10.244.1.0/24 via 172.30.0.12"
+	})
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.mode != ModeRouted || k.ip.String() != "172.30.0.1" {
+		t.Errorf("applier made for %s %s, want routed from the server's address", k.mode, k.ip)
+	}
+	if c.masq != nil || len(k.masq) > 0 {
+		t.Errorf("a control plane without a node masquerades: %v", k.masq)
+	}
+	if _, err := New(Options{Client: client, ServerOnly: true}); err == nil {
+		t.Error("New without the server's address succeeded")
+	}
+}
+
 func TestNewRejectsBadOptions(t *testing.T) {
 	client := fake.NewClientset()
 	for _, o := range []Options{

@@ -32,6 +32,11 @@ func (s *Server) apiserverArgs(etcdServers []string) []string {
 		"--kubelet-client-certificate=" + b.KubeletClient.CertPath,
 		"--kubelet-client-key=" + b.KubeletClient.KeyPath,
 		"--kubelet-preferred-address-types=InternalIP,Hostname,ExternalIP",
+		// Webhooks and aggregated APIs are dialled at an endpoint's pod IP,
+		// not the Service's ClusterIP: ClusterIPs exist only in the nodes'
+		// eBPF load balancer, which a control plane without an agent lacks
+		// (k3s sets the same). See docs/architecture.md.
+		"--enable-aggregator-routing=true",
 		"--proxy-client-cert-file=" + b.FrontProxyClient.CertPath,
 		"--proxy-client-key-file=" + b.FrontProxyClient.KeyPath,
 		"--requestheader-client-ca-file=" + b.FrontProxyCA.CertPath,

@@ -34,6 +34,11 @@ type Config struct {
 	// GatewayCIDR is the pool Gateways of class skiff get addresses from;
 	// empty: Gateways share the nodes' addresses.
 	GatewayCIDR string
+	// RoutePods makes the server route every node's pod range itself
+	// (cni/routes in ServerOnly mode). `skiff server --disable-agent` sets
+	// it: with no node in this process, nothing else gives the API server
+	// a path to pods for pods/proxy, webhooks and aggregated APIs.
+	RoutePods bool
 
 	Out    io.Writer    // progress lines for a person
 	Logger *slog.Logger // structured logs

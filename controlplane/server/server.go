@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/skiffnet/skiff/cni/routes"
 	"github.com/skiffnet/skiff/controlplane/bootstrap"
 	"github.com/skiffnet/skiff/controlplane/components"
 	"github.com/skiffnet/skiff/controlplane/etcd"
@@ -241,6 +242,11 @@ func (s *Server) runControllers(ctx context.Context, client kubernetes.Interface
 	if err != nil {
 		return err
 	}
+	if s.cfg.RoutePods {
+		if err := s.routePods(ctx, client, factory, done); err != nil {
+			return err
+		}
+	}
 	factory.Start(ctx.Done())
 	go func() { done <- component("local-path provisioner", lp.Run(ctx)) }()
 	if s.cfg.GatewayCIDR != "" {
@@ -258,5 +264,29 @@ func (s *Server) runControllers(ctx context.Context, client kubernetes.Interface
 		}
 		go func() { done <- component("gateway address allocator", a.Run(ctx)) }()
 	}
+	return nil
+}
+
+// routePods runs the pod route controller for a control plane without a
+// node: the API server dials pods directly (pods/proxy, services/proxy,
+// webhooks and aggregated APIs through --enable-aggregator-routing), and
+// the replies come back over the same link because pods see its real
+// address. Routes go via each node's address, so the nodes must be on a
+// link of this machine; docs/architecture.md says why this was chosen over
+// an egress tunnel through the agents.
+func (s *Server) routePods(ctx context.Context, client kubernetes.Interface, factory informers.SharedInformerFactory, done chan<- error) error {
+	addr, err := netip.ParseAddr(s.cfg.AdvertiseAddress)
+	if err != nil || !addr.Is4() {
+		return fmt.Errorf("--advertise-address %q: the server routes pod ranges from it and needs an IPv4 address on the nodes' link", s.cfg.AdvertiseAddress)
+	}
+	rc, err := routes.New(routes.Options{
+		Client: client, Informers: factory, NodeIP: addr, ServerOnly: true,
+		Logger: s.cfg.Logger.With("controller", "pod-routes"),
+	})
+	if err != nil {
+		return err
+	}
+	s.progress("routing the nodes' pod ranges from %s (no agent in this process)", addr)
+	go func() { done <- component("pod routes", rc.Run(ctx)) }()
 	return nil
 }

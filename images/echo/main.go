@@ -59,6 +59,9 @@ func run(o options, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	if err := serveTLS(id, log, errs); err != nil {
+		return err
+	}
 	if o.tcp != "" {
 		if err := serveTCP(ctx, o.tcp, id, errs); err != nil {
 			return err
