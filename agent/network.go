@@ -41,10 +41,16 @@ func (a *Agent) startPodNetwork(ctx context.Context, client kubernetes.Interface
 		return fmt.Errorf("pod network MTU: %w", err)
 	}
 	binDir, confDir := c.cniDirs()
+	// hostPort is portmap's job (docs/cni.md); without it pods still run.
+	portMap, err := cniinstall.FindPortMap()
+	if err != nil {
+		c.Logger.Warn("hostPort not served", "err", err)
+	}
 	if err := cniinstall.Install(binDir, confDir, cniinstall.Config{
 		PodCIDR: podCIDR,
 		DataDir: filepath.Join(c.stateDir(), "cni", "ipam"),
 		MTU:     mtu,
+		PortMap: portMap,
 	}); err != nil {
 		return fmt.Errorf("install the CNI plugin: %w", err)
 	}

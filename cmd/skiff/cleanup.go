@@ -35,6 +35,9 @@ func dataPlaneCleanup(agentDir string, nodes []string) []cleanup.Step {
 	return append(steps,
 		cleanup.Step{Name: "pod routes to other nodes and the VXLAN device", Run: removeRoutes},
 		cleanup.Step{Name: "local routes of Gateway addresses", Run: gatewayaddr.Flush},
+		cleanup.Step{Name: "hostPort rules (portmap's nat chains)", Run: func() error {
+			return cniinstall.RemovePortMapRules(cniinstall.NetworkName)
+		}},
 		cleanup.Step{Name: "masquerade table " + routes.Table, Run: func() error {
 			m, err := routes.NewMasquerade()
 			if err != nil {

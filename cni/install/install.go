@@ -48,6 +48,13 @@ type Config struct {
 	// containerd's CRI runs the loopback plugin for every sandbox, so leave
 	// it false unless the bin directory already has one.
 	NoLoopback bool
+	// PortMap is the CNI portmap plugin (FindPortMap finds it). When set,
+	// Install copies it into the bin directory and chains it after
+	// skiff-cni, which is how pods' hostPorts are served; empty, hostPorts
+	// are not served.
+	PortMap string
+
+	portMap11 bool // the portmap plugin speaks CNI 1.1.0
 }
 
 // Install copies the plugin into binDir and writes its conflist into
@@ -78,6 +85,11 @@ func Install(binDir, confDir string, c Config) error {
 			return err
 		}
 	}
+	if c.PortMap != "" {
+		if err := installPortMap(binDir, &c); err != nil {
+			return err
+		}
+	}
 	conf, err := Conflist(c)
 	if err != nil {
 		return err
@@ -104,11 +116,18 @@ func Conflist(c Config) ([]byte, error) {
 	if c.MTU != 0 {
 		p["mtu"] = c.MTU
 	}
+	plugins, versions := []any{p}, []string{"1.0.0", "1.1.0"}
+	if c.PortMap != "" {
+		plugins = append(plugins, portMapConf())
+		if !c.portMap11 {
+			versions = versions[:1]
+		}
+	}
 	b, err := json.MarshalIndent(map[string]any{
 		"cniVersion":  "1.0.0",
-		"cniVersions": []string{"1.0.0", "1.1.0"},
+		"cniVersions": versions,
 		"name":        NetworkName,
-		"plugins":     []any{p},
+		"plugins":     plugins,
 	}, "", "  ")
 	if err != nil {
 		return nil, fmt.Errorf("encode conflist: %w", err)
@@ -125,10 +144,11 @@ func WritePodCIDR(path string, cidr netip.Prefix) error {
 	return writeAtomic(path, []byte(cidr.Masked().String()+"\n"), 0o644)
 }
 
-// Remove undoes Install: Skiff's conflist and binaries.
+// Remove undoes Install: Skiff's conflist and binaries. The nat rules of
+// pods that got no CNI DEL go with RemovePortMapRules.
 func Remove(binDir, confDir string) error {
 	var errs []error
-	for _, p := range []string{filepath.Join(confDir, ConfName), filepath.Join(binDir, plugin.Type), filepath.Join(binDir, plugin.LoopbackType)} {
+	for _, p := range []string{filepath.Join(confDir, ConfName), filepath.Join(binDir, plugin.Type), filepath.Join(binDir, plugin.LoopbackType), filepath.Join(binDir, PortMapType)} {
 		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 		}
