@@ -55,11 +55,7 @@ func (a *Agent) startServing(ctx context.Context, kubeconfig string) {
 	}
 	a.progress("starting the data plane (cluster DNS on %s, ingress on %s and %s; log %s)",
 		p.Config.DNSAddr(), c.IngressHTTP, c.IngressHTTPS, p.LogPath)
-	go func() {
-		if err := p.Supervise(ctx); err != nil {
-			a.progress("the data plane cannot start: %v", err)
-		}
-	}()
+	go p.Supervise(ctx)
 }
 
 // runtime returns the CRI endpoint the kubelet uses: the one given when

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -19,7 +20,8 @@ import (
 type Process struct {
 	Config Config
 	// Binary is the skiff binary to run (default: this process's own, so
-	// an upgraded agent starts an upgraded data plane).
+	// an upgraded agent starts an upgraded data plane; after an upgrade in
+	// place, the file now at its path).
 	Binary string
 	// LogPath receives the data plane's output.
 	LogPath string
@@ -45,13 +47,20 @@ func (c Config) Args() []string {
 }
 
 // Supervise starts a data plane (which takes over from the running one,
-// if any) and starts another should it die while ctx lasts. It never stops
-// one: when ctx ends, the data plane keeps serving, for the next agent to
-// replace.
-func (p *Process) Supervise(ctx context.Context) error {
+// if any) and starts another, with back-off, should it die or fail to
+// start while ctx lasts. It never stops one: when ctx ends, the data plane
+// keeps serving, for the next agent to replace.
+func (p *Process) Supervise(ctx context.Context) {
 	p.Config.defaults()
 	if p.Binary == "" {
+		// This binary, by its path, so ps and ss name it skiff.
 		p.Binary = "/proc/self/exe"
+		if exe, err := os.Executable(); err == nil {
+			p.Binary = exe
+		}
+	}
+	if p.LogPath == "" {
+		p.LogPath = os.DevNull
 	}
 	if p.Logger == nil {
 		p.Logger = slog.New(slog.DiscardHandler)
@@ -62,29 +71,30 @@ func (p *Process) Supervise(ctx context.Context) error {
 	backoff := time.Second
 	for {
 		start := time.Now()
-		cmd, err := p.start()
-		if err != nil {
-			return err
-		}
-		exited := make(chan error, 1)
-		go func() { exited <- cmd.Wait() }()
-		go p.announce(ctx, cmd.Process.Pid, exited)
-		select {
-		case <-ctx.Done():
-			return nil
-		case err := <-exited:
-			if ctx.Err() != nil {
-				return nil
+		if cmd, err := p.start(); err != nil {
+			p.Logger.Error("cannot start the data plane", "err", err, "retry in", backoff)
+			p.Progress("cannot start the data plane: %v; trying again in %s", err, backoff)
+		} else {
+			exited := make(chan error, 1)
+			go func() { exited <- cmd.Wait() }()
+			go p.announce(ctx, cmd.Process.Pid, exited)
+			select {
+			case <-ctx.Done():
+				return
+			case err := <-exited:
+				if ctx.Err() != nil {
+					return
+				}
+				p.Logger.Warn("the data plane exited; starting another", "pid", cmd.Process.Pid, "err", err, "after", backoff, "log", p.LogPath)
+				p.Progress("data plane (pid %d) exited: %v; see %s; starting another in %s", cmd.Process.Pid, err, p.LogPath, backoff)
 			}
-			p.Logger.Warn("the data plane exited; starting another", "pid", cmd.Process.Pid, "err", err, "after", backoff, "log", p.LogPath)
-			p.Progress("data plane (pid %d) exited: %v; see %s; starting another in %s", cmd.Process.Pid, err, p.LogPath, backoff)
 		}
 		if time.Since(start) > time.Minute {
 			backoff = time.Second
 		}
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 30*time.Second)
@@ -92,14 +102,15 @@ func (p *Process) Supervise(ctx context.Context) error {
 }
 
 func (p *Process) start() (*exec.Cmd, error) {
+	if err := os.MkdirAll(filepath.Dir(p.LogPath), 0o700); err != nil {
+		return nil, fmt.Errorf("data plane log: %w", err)
+	}
 	logf, err := os.OpenFile(p.LogPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("data plane log: %w", err)
 	}
 	defer logf.Close()
 	cmd := exec.Command(p.Binary, p.Config.Args()...)
-	// ps shows "skiff dataplane ...", not /proc/self/exe.
-	cmd.Args[0] = os.Args[0]
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// A session of its own: neither a terminal's Ctrl-C nor a signal to
 	// the agent's process group reaches it. It stays in the agent's cgroup

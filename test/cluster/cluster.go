@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/skiffnet/skiff/agent/cleanup"
+	"github.com/skiffnet/skiff/agent/dataplane"
 	"github.com/skiffnet/skiff/bpf"
 )
 
@@ -276,5 +277,9 @@ func (n *Node) killLeftovers() {
 	}
 	if err := bpf.Remove(filepath.Join("/sys/fs/bpf/skiff", n.Name)); err != nil {
 		n.c.t.Logf("cleanup of %s's BPF pins: %v", n.Name, err)
+	}
+	// The node's data plane control socket.
+	if err := os.RemoveAll(filepath.Dir(dataplane.SocketPath(n.Name))); err != nil {
+		n.c.t.Logf("cleanup of %s's runtime dir: %v", n.Name, err)
 	}
 }
