@@ -2,6 +2,7 @@ package cleanup
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"net"
 	"os"
@@ -138,3 +139,18 @@ func removeFile(p string) error {
 // removeEmpty removes dir if it is empty. A directory something else still
 // uses (files in it, or a mount on it) stays.
 func removeEmpty(dir string) { syscall.Rmdir(dir) }
+
+// HostLeftovers removes what stopped nodes, whose containerds kept their
+// state in runtimeDirs, left in the machine-wide paths: their shims'
+// sockets and runc state under /run/containerd, the kubelet's device plugin
+// socket (unless a kubelet still serves it), and container log links into
+// stateDirs. Test clusters call it for each node they tear down.
+func HostLeftovers(runtimeDirs, stateDirs []string) error {
+	var errs []error
+	for _, s := range hostSteps(containerdTasks(runtimeDirs), stateDirs) {
+		if err := s.Run(); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", s.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}

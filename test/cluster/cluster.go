@@ -270,6 +270,11 @@ func (n *Node) killLeftovers() {
 		n.c.t.Logf("cleanup of %s: %v", n.Name, err)
 	}
 	removeCgroups("skiff-" + n.Name)
+	// Shim sockets and container log links land in machine-wide paths.
+	containerd := filepath.Join(n.c.Dir, "agents", n.Name, "containerd")
+	if err := cleanup.HostLeftovers([]string{containerd}, []string{n.c.Dir}); err != nil {
+		n.c.t.Logf("cleanup of %s's shim sockets and log links: %v", n.Name, err)
+	}
 	// The node's containerd was killed, not asked to stop its pods: their
 	// network namespaces (and so veths and routes) are still mounted.
 	if _, err := cleanup.RemovePodNetns(cleanup.PodAddresses(filepath.Join(n.c.Dir, "agents", n.Name, "cni", "ipam"))); err != nil {
