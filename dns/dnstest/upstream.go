@@ -37,15 +37,7 @@ func StartUpstream(t testing.TB, records ...string) *Upstream {
 		k := strings.ToLower(rr.Header().Name)
 		u.rrs[k] = append(u.rrs[k], rr)
 	}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		pc.Close()
-		t.Fatal(err)
-	}
+	pc, ln := listenBoth(t)
 	u.Addr = pc.LocalAddr().String()
 	u.udp = &dns.Server{PacketConn: pc, Handler: u}
 	u.tcp = &dns.Server{Listener: ln, Handler: u}
@@ -104,4 +96,25 @@ func (u *Upstream) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 		m.Truncate(size)
 	}
 	w.WriteMsg(m)
+}
+
+// listenBoth opens UDP and TCP on one free loopback port. The port the
+// kernel picks for UDP can be taken for TCP (by another test package's
+// connection, say): pick again then.
+func listenBoth(t testing.TB) (net.PacketConn, net.Listener) {
+	t.Helper()
+	for attempt := 0; ; attempt++ {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := net.Listen("tcp", pc.LocalAddr().String())
+		if err == nil {
+			return pc, ln
+		}
+		pc.Close()
+		if attempt == 20 {
+			t.Fatal(err)
+		}
+	}
 }
