@@ -164,7 +164,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if ho != nil {
 		st.Predecessor = &ho.From
 	}
-	offer := &handoff.Offer{Self: self, Sockets: socks.offer(), Replaced: func(s handoff.Peer) {
+	offer := &handoff.Offer{Self: self, Sockets: socks.list, Replaced: func(s handoff.Peer) {
 		log.Info("a new data plane took over; draining", "new_pid", s.PID, "new_version", s.Version)
 		drain()
 	}}

@@ -86,11 +86,7 @@ func listenError(name, network, addr string, err error) error {
 	return fmt.Errorf("%s: listen %s %s: %w", name, network, addr, err)
 }
 
-// offer lists the live sockets for a successor.
-func (s *sockets) offer() func() []handoff.Socket {
-	return s.list
-}
-
+// list names the live sockets, for a successor.
 func (s *sockets) list() []handoff.Socket {
 	var out []handoff.Socket
 	add := func(name, addr string, c any) {
