@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -24,10 +25,9 @@ func testRollingUpdate(t *testing.T, c *Cluster) {
 	violations := make(chan string, 100)
 	go func() {
 		for ctx.Err() == nil {
-			d, err := c.Client().AppsV1().Deployments("default").Get(ctx, "echo", metav1.GetOptions{})
-			if err == nil && (d.Status.Replicas > 4 || d.Status.AvailableReplicas < 3) {
+			if v := surgeViolation(ctx, c); v != "" {
 				select {
-				case violations <- strings.TrimSpace(d.Status.String()):
+				case violations <- v:
 				default:
 				}
 			}
@@ -77,6 +77,36 @@ func testRollingUpdate(t *testing.T, c *Cluster) {
 	if len(term.durations()) < 6 {
 		t.Errorf("saw %d pods stop, want 6 (3 per rollout)", len(term.durations()))
 	}
+}
+
+// surgeViolation reports a moment at which the rollout went past maxSurge 1
+// or below maxUnavailable 0 for 3 replicas. The surge is judged on the
+// ReplicaSets' spec.replicas, the numbers the deployment controller bounds:
+// the Deployment's status.replicas adds up ReplicaSet statuses that are
+// updated one after the other, so it reads 5 for a moment even upstream.
+func surgeViolation(ctx context.Context, c *Cluster) string {
+	d, err := c.Client().AppsV1().Deployments("default").Get(ctx, "echo", metav1.GetOptions{})
+	if err != nil {
+		return ""
+	}
+	if d.Status.AvailableReplicas < 3 {
+		return "available below 3: " + strings.TrimSpace(d.Status.String())
+	}
+	rss, err := c.Client().AppsV1().ReplicaSets("default").List(ctx, metav1.ListOptions{LabelSelector: "app=echo"})
+	if err != nil {
+		return ""
+	}
+	total, desc := int32(0), ""
+	for _, rs := range rss.Items {
+		if rs.Spec.Replicas != nil {
+			total += *rs.Spec.Replicas
+			desc += fmt.Sprintf(" %s=%d", rs.Name, *rs.Spec.Replicas)
+		}
+	}
+	if total > 4 {
+		return "ReplicaSets want more than 4 pods:" + desc
+	}
+	return ""
 }
 
 // testNodeLoss is issue 3's acceptance point 6.
