@@ -17,7 +17,7 @@ import (
 // terminating answers 503 and the load balancer drains it, even though the
 // node still serves the connections it gets.
 func HealthCheck(svc *v1.Service, eps []*discoveryv1.EndpointSlice, node string) (port uint16, local int) {
-	if svc.Spec.HealthCheckNodePort <= 0 || svc.Spec.HealthCheckNodePort > 65535 ||
+	if Ignored(svc) || svc.Spec.HealthCheckNodePort <= 0 || svc.Spec.HealthCheckNodePort > 65535 ||
 		svc.Spec.ExternalTrafficPolicy != v1.ServiceExternalTrafficPolicyLocal {
 		return 0, 0
 	}

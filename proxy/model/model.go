@@ -111,11 +111,28 @@ func ServiceName(s *discoveryv1.EndpointSlice) (types.NamespacedName, bool) {
 	return types.NamespacedName{Namespace: s.Namespace, Name: name}, ok && name != ""
 }
 
+// LabelServiceProxyName marks a Service that another service proxy
+// implements; kube-proxy, and so Skiff, leaves it alone.
+const LabelServiceProxyName = "service.kubernetes.io/service-proxy-name"
+
+// Ignored says whether svc is labelled for another service proxy or as
+// headless: kube-proxy's informers filter such Services out, and upstream's
+// e2e tests check that they are not reachable.
+func Ignored(svc *v1.Service) bool {
+	_, other := svc.Labels[LabelServiceProxyName]
+	_, headless := svc.Labels[v1.IsHeadlessService]
+	return other || headless
+}
+
 // Service returns the frontends of one Service on node, given the
 // EndpointSlices that belong to it. Headless and ExternalName Services have
-// none: DNS answers for them and no address needs balancing.
+// none: DNS answers for them and no address needs balancing. Neither do
+// Ignored ones.
 func Service(svc *v1.Service, eps []*discoveryv1.EndpointSlice, node Node, opts Options) []Frontend {
 	if svc.Spec.Type == v1.ServiceTypeExternalName || svc.Spec.ClusterIP == v1.ClusterIPNone || svc.Spec.ClusterIP == "" {
+		return nil
+	}
+	if Ignored(svc) {
 		return nil
 	}
 	name := types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}
@@ -247,7 +264,11 @@ func endpoints(eps []*discoveryv1.EndpointSlice, sp v1.ServicePort, node string)
 				}
 				seen[ap] = true
 				all = append(all, endpoint{
-					addr: ap, ready: ready && !terminating, serving: serving, terminating: terminating,
+					// Ready as the EndpointSlice says, as kube-proxy reads it:
+					// the controller already leaves terminating endpoints
+					// unready, except for Services that publish not-ready
+					// addresses, whose endpoints are all to be used.
+					addr: ap, ready: ready, serving: serving, terminating: terminating,
 					local: e.NodeName != nil && *e.NodeName == node,
 				})
 			}

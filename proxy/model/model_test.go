@@ -33,7 +33,9 @@ func service(name string, mutate ...func(*v1.Service)) *v1.Service {
 }
 
 // ep is an endpoint spec: "10.0.0.1@n1" ready on n1; suffixes "!" not
-// ready, "~" terminating and serving, "x" terminating and not serving.
+// ready, "~" terminating and serving, "x" terminating and not serving, "p"
+// terminating and not serving but ready (a Service that publishes not-ready
+// addresses).
 func slice(svc string, port int32, portName string, eps ...string) *discoveryv1.EndpointSlice {
 	s := &discoveryv1.EndpointSlice{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: svc + "-" + fmt.Sprint(port),
@@ -42,7 +44,7 @@ func slice(svc string, port int32, portName string, eps ...string) *discoveryv1.
 		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To(portName), Port: ptr.To(port), Protocol: ptr.To(v1.ProtocolTCP)}},
 	}
 	for _, e := range eps {
-		addr, nodeName, _ := strings.Cut(strings.TrimRight(e, "!~x"), "@")
+		addr, nodeName, _ := strings.Cut(strings.TrimRight(e, "!~xp"), "@")
 		c := discoveryv1.EndpointConditions{Ready: ptr.To(true), Serving: ptr.To(true), Terminating: ptr.To(false)}
 		switch {
 		case strings.HasSuffix(e, "!"):
@@ -51,6 +53,8 @@ func slice(svc string, port int32, portName string, eps ...string) *discoveryv1.
 			c = discoveryv1.EndpointConditions{Ready: ptr.To(false), Serving: ptr.To(true), Terminating: ptr.To(true)}
 		case strings.HasSuffix(e, "x"):
 			c = discoveryv1.EndpointConditions{Ready: ptr.To(false), Serving: ptr.To(false), Terminating: ptr.To(true)}
+		case strings.HasSuffix(e, "p"):
+			c = discoveryv1.EndpointConditions{Ready: ptr.To(true), Serving: ptr.To(false), Terminating: ptr.To(true)}
 		}
 		s.Endpoints = append(s.Endpoints, discoveryv1.Endpoint{Addresses: []string{addr}, NodeName: ptr.To(nodeName), Conditions: c})
 	}
@@ -113,6 +117,19 @@ func TestService(t *testing.T) {
 		svc:    service("web"),
 		slices: []*discoveryv1.EndpointSlice{slice("web", 8080, "http", "10.1.0.2@n1~", "10.2.0.2@n2")},
 		want:   []string{"internal ClusterIP 10.96.0.10:80/TCP -> [10.2.0.2:8080]"},
+	}, {
+		name:   "endpoints ready while terminating (publishNotReadyAddresses) are used",
+		svc:    service("web"),
+		slices: []*discoveryv1.EndpointSlice{slice("web", 8080, "http", "10.1.0.2@n1p", "10.2.0.2@n2!")},
+		want:   []string{"internal ClusterIP 10.96.0.10:80/TCP -> [10.1.0.2:8080]"},
+	}, {
+		name:   "a Service labelled for another service proxy is left alone",
+		svc:    service("web", func(s *v1.Service) { s.Labels = map[string]string{LabelServiceProxyName: "foo-bar"} }),
+		slices: []*discoveryv1.EndpointSlice{slice("web", 8080, "http", "10.1.0.2@n1")},
+	}, {
+		name:   "a Service labelled headless is left alone",
+		svc:    service("web", func(s *v1.Service) { s.Labels = map[string]string{v1.IsHeadlessService: ""} }),
+		slices: []*discoveryv1.EndpointSlice{slice("web", 8080, "http", "10.1.0.2@n1")},
 	}, {
 		name: "named ports resolve per slice port name",
 		svc: service("web", func(s *v1.Service) {
