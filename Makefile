@@ -19,7 +19,7 @@ LDFLAGS := -s -w -X main.version=$(SKIFF_VERSION) \
 	  -X $(p).gitCommit=$(GIT_COMMIT) -X $(p).gitTreeState=$(GIT_TREE) -X $(p).buildDate=$(BUILD_DATE))
 export GOFLAGS := -buildvcs=false
 
-.PHONY: all build images cluster cluster-down test test-fuzz verify-generate test-unit test-e2e generate run stop wipe lint deps clean
+.PHONY: all build images cluster cluster-down conformance conformance-tools test test-fuzz verify-generate test-unit test-e2e generate run stop wipe lint deps clean
 
 all: build
 
@@ -83,6 +83,33 @@ cluster: build
 
 cluster-down:
 	@if [ -x $(OUT)/bin/testcluster ]; then $(OUT)/bin/testcluster down; else echo "no test cluster tool built; nothing to stop"; fi
+
+# Upstream's conformance suite against a 3-node test cluster, offline:
+# e2e.test, ginkgo and the test images' programs are built from the Go module
+# proxy at the Kubernetes version in go.mod (test/conformance/upstream), the
+# images from them and Debian packages. FOCUS and SKIP are regular
+# expressions (default: every [Conformance] test, the [Serial] ones in a
+# second pass); PARALLEL tests run at once. See docs/conformance.md.
+CONFORMANCE := $(OUT)/conformance
+FOCUS    ?= \[Conformance\]
+SKIP     ?=
+PARALLEL ?= 4
+UPSTREAM := cd test/conformance/upstream && CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w'
+conformance-tools: images
+	@mkdir -p $(CONFORMANCE)
+	@echo "building upstream's e2e.test, ginkgo and test image programs (Kubernetes $(KUBE_VERSION); the first build takes 10-20 minutes)"
+	cd test/conformance/upstream && CGO_ENABLED=0 $(GO) test -c -trimpath -ldflags '$(LDFLAGS)' -o $(CURDIR)/$(CONFORMANCE)/e2e.test k8s.io/kubernetes/test/e2e
+	$(UPSTREAM) -o $(CURDIR)/$(CONFORMANCE)/ github.com/onsi/ginkgo/v2/ginkgo k8s.io/kubernetes/test/images/agnhost \
+	  k8s.io/kubernetes/test/images/nonewprivs k8s.io/kubernetes/test/images/resource-consumer \
+	  k8s.io/kubernetes/test/images/resource-consumer/consume-cpu k8s.io/sample-apiserver
+	$(UPSTREAM) -o $(CURDIR)/$(CONFORMANCE)/etcd go.etcd.io/etcd/server/v3
+	cp $(OUT)/bin/pause $(CONFORMANCE)/pause
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(OUT)/bin/conformance ./test/conformance
+	@apt-get install -y -qq --no-install-recommends $$($(OUT)/bin/conformance -packages) >/dev/null
+
+conformance: deps build conformance-tools
+	SKIFF_BINARY=$(CURDIR)/$(OUT)/skiff KUBECTL_BINARY=$(CURDIR)/$(OUT)/kubectl $(OUT)/bin/conformance \
+	  -tools $(CONFORMANCE) -focus '$(FOCUS)' -skip '$(SKIP)' -parallel $(PARALLEL)
 
 run: deps build
 	@hack/run.sh

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/skiffnet/skiff/test/cluster"
+	"github.com/skiffnet/skiff/test/harness"
 )
 
 // stateDir records the running cluster: its PID and what to tell a person.
@@ -102,11 +103,11 @@ func serve(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	r := &runner{}
-	defer r.cleanup()
+	r := &harness.Runner{}
+	defer r.RunCleanups()
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-	ok := r.do(func() {
+	ok := r.Do(func() {
 		c := cluster.Start(r, cluster.Options{Nodes: *nodes, PodNetwork: *podNet, WaitReady: true})
 		var b strings.Builder
 		fmt.Fprintf(&b, "test cluster %s is up with %d nodes\n", c.ID, len(c.Nodes))

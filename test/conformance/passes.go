@@ -1,0 +1,76 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/skiffnet/skiff/test/cluster"
+)
+
+// pass is one ginkgo run over the focus.
+type pass struct {
+	name     string
+	parallel int
+	labels   string // ginkgo --label-filter
+}
+
+// passes splits the focus as upstream's conformance runs do: everything
+// that may share the cluster in parallel, then the [Serial] and
+// [Disruptive] tests one at a time.
+func passes(o options) []pass {
+	ps := []pass{{name: "parallel", parallel: o.parallel, labels: "!Serial && !Disruptive"}}
+	if o.serial {
+		ps = append(ps, pass{name: "serial", parallel: 1, labels: "Serial || Disruptive"})
+	}
+	return ps
+}
+
+// runPasses runs each pass from the cluster's client namespace (a machine
+// on the nodes' network, outside the cluster, as a person's laptop would
+// be) and returns the JUnit reports written.
+func runPasses(c *cluster.Cluster, t tools, repoList string, o options) ([]string, error) {
+	var reports []string
+	for _, p := range passes(o) {
+		report := filepath.Join(o.out, "junit_"+p.name+".xml")
+		args := []string{"netns", "exec", string(c.ClientNS), t.ginkgo,
+			"--nodes=" + strconv.Itoa(p.parallel), "--timeout=" + o.timeout.String(),
+			"--focus=" + o.focus, "--label-filter=" + p.labels, "--no-color", "--silence-skips",
+			"--output-dir=" + o.out, "--junit-report=" + filepath.Base(report),
+		}
+		if o.skip != "" {
+			args = append(args, "--skip="+o.skip)
+		}
+		args = append(args, t.e2eTest, "--",
+			"--kubeconfig="+c.Kubeconfig(), "--provider=skeleton", "--num-nodes="+strconv.Itoa(len(c.Nodes)),
+			"--kubectl-path="+t.kubectl, "--report-dir="+filepath.Join(o.out, p.name), "--dns-domain=cluster.local")
+		logPath := filepath.Join(o.out, p.name+".log")
+		log, err := os.Create(logPath)
+		if err != nil {
+			return nil, err
+		}
+		cmd := exec.Command("ip", args...)
+		cmd.Stdout, cmd.Stderr = log, log
+		cmd.Env = append(os.Environ(), "KUBE_TEST_REPO_LIST="+repoList)
+		fmt.Printf("%s pass: %d at a time, labels %q; log: %s\n", p.name, p.parallel, p.labels, logPath)
+		start := time.Now()
+		err = cmd.Run()
+		log.Close()
+		fmt.Printf("%s pass done in %v (%v)\n", p.name, time.Since(start).Round(time.Second), exitText(err))
+		if _, statErr := os.Stat(report); statErr != nil {
+			return nil, fmt.Errorf("the %s pass wrote no JUnit report (%v); see %s", p.name, err, logPath)
+		}
+		reports = append(reports, report)
+	}
+	return reports, nil
+}
+
+func exitText(err error) string {
+	if err == nil {
+		return "every test passed"
+	}
+	return "ginkgo: " + err.Error()
+}
