@@ -212,6 +212,9 @@ func Remove(pinDir string) error {
 	if err := removeMapPins(pinDir); err != nil {
 		return err
 	}
+	if err := RemovePolicy(pinDir); err != nil {
+		return err
+	}
 	if err := os.Remove(pinDir); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
