@@ -12,6 +12,8 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+
+	lbcontroller "github.com/skiffnet/skiff/loadbalancer/controller"
 )
 
 // Config is what `skiff server` is told. Zero values take the documented defaults.
@@ -34,6 +36,9 @@ type Config struct {
 	// GatewayCIDR is the pool Gateways of class skiff get addresses from;
 	// empty: Gateways share the nodes' addresses.
 	GatewayCIDR string
+	// LoadBalancerPool (--lb-pool) creates the LoadBalancerPool "default":
+	// CIDRs or START-STOP ranges; empty: no pool is created.
+	LoadBalancerPool string
 	// RoutePods makes the server route every node's pod range itself
 	// (cni/routes in ServerOnly mode). `skiff server --disable-agent` sets
 	// it: with no node in this process, nothing else gives the API server
@@ -107,6 +112,11 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("--gateway-cidr %q: want a CIDR with room for addresses, such as 10.250.0.0/24", c.GatewayCIDR))
 		case cluster.IsValid() && gw.Overlaps(cluster), svc.IsValid() && gw.Overlaps(svc):
 			errs = append(errs, fmt.Errorf("--gateway-cidr %s overlaps --cluster-cidr or --service-cidr: pick a range of its own", gw))
+		}
+	}
+	if c.LoadBalancerPool != "" {
+		if _, err := lbcontroller.ParseBlocks(c.LoadBalancerPool); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if _, _, err := parsePortRange(c.NodePortRange); err != nil {

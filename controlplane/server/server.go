@@ -25,6 +25,7 @@ import (
 	"github.com/skiffnet/skiff/controlplane/localpath"
 	"github.com/skiffnet/skiff/controlplane/pki"
 	"github.com/skiffnet/skiff/ingress/gatewayaddr"
+	lbcontroller "github.com/skiffnet/skiff/loadbalancer/controller"
 )
 
 // Server is one control-plane process.
@@ -249,6 +250,9 @@ func (s *Server) runControllers(ctx context.Context, client kubernetes.Interface
 	}
 	factory.Start(ctx.Done())
 	go func() { done <- component("local-path provisioner", lp.Run(ctx)) }()
+	if err := s.runLoadBalancer(ctx, done); err != nil {
+		return err
+	}
 	if s.cfg.GatewayCIDR != "" {
 		rc, err := clientcmd.BuildConfigFromFlags("", s.AdminKubeconfig())
 		if err != nil {
@@ -264,6 +268,22 @@ func (s *Server) runControllers(ctx context.Context, client kubernetes.Interface
 		}
 		go func() { done <- component("gateway address allocator", a.Run(ctx)) }()
 	}
+	return nil
+}
+
+// runLoadBalancer starts the LoadBalancer address allocator
+// (loadbalancer/controller, docs/servicelb.md): it must run once per
+// cluster, so it lives here and not in the agents.
+func (s *Server) runLoadBalancer(ctx context.Context, done chan<- error) error {
+	rc, err := clientcmd.BuildConfigFromFlags("", s.AdminKubeconfig())
+	if err != nil {
+		return err
+	}
+	lb, err := lbcontroller.ForServer(ctx, rc, s.cfg.LoadBalancerPool, s.cfg.ServiceCIDR, s.cfg.ClusterCIDR, s.cfg.Logger.With("controller", "loadbalancer"))
+	if err != nil {
+		return fmt.Errorf("load balancer allocator: %w", err)
+	}
+	go func() { done <- component("load balancer allocator", lb.Run(ctx)) }()
 	return nil
 }
 

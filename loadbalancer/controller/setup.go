@@ -1,0 +1,153 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	rbacv1 "k8s.io/api/rbac/v1"
+	apiextensionsclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/skiffnet/skiff/loadbalancer/api"
+	"github.com/skiffnet/skiff/loadbalancer/pool"
+)
+
+// LeaseNamespace holds the per-address Leases the agents elect an
+// announcing node with.
+const LeaseNamespace = "kube-system"
+
+// AnnouncerRole lets nodes (group system:nodes) hold those Leases. The
+// Node authorizer grants nodes only their own Lease in kube-node-lease.
+const AnnouncerRole = "skiff:lb-announcer"
+
+// DefaultPoolName is the pool --lb-pool creates.
+const DefaultPoolName = "default"
+
+// ParseBlocks reads --lb-pool: comma-separated CIDRs and START-STOP ranges.
+func ParseBlocks(flag string) ([]api.Block, error) {
+	var out []api.Block
+	for _, f := range strings.Split(flag, ",") {
+		f = strings.TrimSpace(f)
+		if start, stop, ok := strings.Cut(f, "-"); ok {
+			out = append(out, api.Block{Start: start, Stop: stop})
+		} else {
+			out = append(out, api.Block{CIDR: f})
+		}
+	}
+	p := pool.Parse(&api.Pool{Spec: api.PoolSpec{Blocks: out}})
+	if p.Err != nil {
+		return nil, fmt.Errorf("--lb-pool %q: %w (want CIDRs or START-STOP ranges, comma-separated, such as 192.168.1.240/28)", flag, p.Err)
+	}
+	return out, nil
+}
+
+// Setup installs the LoadBalancerPool CRD, the Role the agents' announcers
+// need, and, when blocks is not empty, the pool "default" with those
+// blocks (updated when the flag changes; deleting the flag leaves the pool
+// to the user).
+func Setup(ctx context.Context, rc *rest.Config, blocks []api.Block) error {
+	ext, err := apiextensionsclient.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	if err := api.Install(ctx, ext); err != nil {
+		return err
+	}
+	kube, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	if err := announcerRBAC(ctx, kube); err != nil {
+		return fmt.Errorf("load balancer announcer RBAC: %w", err)
+	}
+	if len(blocks) == 0 {
+		return nil
+	}
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	return defaultPool(ctx, dyn, blocks)
+}
+
+func announcerRBAC(ctx context.Context, kube kubernetes.Interface) error {
+	role := &rbacv1.Role{
+		ObjectMeta: metav1.ObjectMeta{Name: AnnouncerRole, Namespace: LeaseNamespace},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"},
+			Verbs: []string{"get", "list", "watch", "create", "update", "patch", "delete"}}},
+	}
+	if _, err := kube.RbacV1().Roles(LeaseNamespace).Create(ctx, role, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	rb := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: AnnouncerRole, Namespace: LeaseNamespace},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: AnnouncerRole},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.GroupKind, APIGroup: rbacv1.GroupName, Name: "system:nodes"}},
+	}
+	if _, err := kube.RbacV1().RoleBindings(LeaseNamespace).Create(ctx, rb, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	return nil
+}
+
+func defaultPool(ctx context.Context, dyn dynamic.Interface, blocks []api.Block) error {
+	p := &api.Pool{
+		TypeMeta:   metav1.TypeMeta{APIVersion: api.Group + "/" + api.Version, Kind: api.Kind},
+		ObjectMeta: metav1.ObjectMeta{Name: DefaultPoolName},
+		Spec:       api.PoolSpec{Blocks: blocks},
+	}
+	raw, err := runtime.DefaultUnstructuredConverter.ToUnstructured(p)
+	if err != nil {
+		return err
+	}
+	delete(raw, "status")
+	res := dyn.Resource(api.PoolGVR)
+	have, err := res.Get(ctx, DefaultPoolName, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		_, err = res.Create(ctx, &unstructured.Unstructured{Object: raw}, metav1.CreateOptions{})
+	case err == nil:
+		want, _ := runtime.DefaultUnstructuredConverter.ToUnstructured(&p.Spec)
+		if fmt.Sprint(have.Object["spec"]) == fmt.Sprint(want) {
+			return nil
+		}
+		have.Object["spec"] = want
+		_, err = res.Update(ctx, have, metav1.UpdateOptions{})
+	}
+	if err != nil {
+		return fmt.Errorf("LoadBalancerPool %s from --lb-pool: %w", DefaultPoolName, err)
+	}
+	return nil
+}
+
+// ForServer sets up what the allocator needs (Setup) and returns it, for
+// `skiff server`: poolFlag is --lb-pool, the CIDRs are the server's.
+func ForServer(ctx context.Context, rc *rest.Config, poolFlag, serviceCIDR, clusterCIDR string, log *slog.Logger) (*Controller, error) {
+	var blocks []api.Block
+	if poolFlag != "" {
+		var err error
+		if blocks, err = ParseBlocks(poolFlag); err != nil {
+			return nil, err
+		}
+	}
+	if err := Setup(ctx, rc, blocks); err != nil {
+		return nil, err
+	}
+	kube, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, err
+	}
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return nil, err
+	}
+	return New(Options{Client: kube, Dynamic: dyn, Reserved: Reserved(serviceCIDR, clusterCIDR), Logger: log})
+}
