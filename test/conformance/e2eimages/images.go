@@ -36,6 +36,7 @@ const (
 	ncBin         = "/bin/nc.openbsd"
 	nginxBin      = "/usr/sbin/nginx"
 	stressBin     = "/usr/bin/stress"
+	getentBin     = "/usr/bin/getent" // libc-bin: the DNS tests check /etc/hosts with it
 )
 
 // Packages are the Debian packages the images are made from.
@@ -155,7 +156,7 @@ func busybox() (*Rootfs, error) {
 }
 
 // agnhostRoot is upstream's agnhost image: the agnhost binary on a shell
-// with the network tools its tests run (curl, dig, nc, bash).
+// with the network tools its tests run (curl, dig, nc, bash, getent).
 func agnhostRoot(base *Rootfs, agnhost string) (*Rootfs, error) {
 	r := base.Clone()
 	if err := r.Copy(agnhost, "/agnhost"); err != nil {
@@ -164,7 +165,7 @@ func agnhostRoot(base *Rootfs, agnhost string) (*Rootfs, error) {
 	r.Symlink("/agnhost-2", "agnhost")
 	r.Dir("/uploads", 0o777)
 	for _, prog := range [][2]string{{curlBin, "/usr/bin/curl"}, {digBin, "/usr/bin/dig"},
-		{nslookupBin, "/usr/bin/nslookup"}, {bashBin, "/bin/bash"}, {ncBin, "/usr/bin/nc"}} {
+		{nslookupBin, "/usr/bin/nslookup"}, {bashBin, "/bin/bash"}, {ncBin, "/usr/bin/nc"}, {getentBin, "/usr/bin/getent"}} {
 		if err := r.Program(prog[0], prog[1]); err != nil {
 			return nil, err
 		}
