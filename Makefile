@@ -30,6 +30,8 @@ build: images
 	@# A standalone upstream kubectl of the same version, for tests that check skiff against it.
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(OUT)/kubectl k8s.io/kubernetes/cmd/kubectl
 	@if [ -d cmd/skiff-cni ]; then CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(OUT)/skiff-cni ./cmd/skiff-cni; fi
+	@# containerd 2.x and runc, from their own Go modules (docs/containerd.md); the agent runs them.
+	GO=$(GO) agent/containerd/build/build.sh $(OUT)/skiff-containerd
 
 # Skiff's own images (pod sandbox, echo server v1 and v2), built from its Go
 # code as docker archives the agent imports at start.

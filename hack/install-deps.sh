@@ -2,7 +2,9 @@
 # Installs the Debian/Ubuntu packages Skiff's build, tests and single-node
 # cluster use, skipping what is already there.
 set -euo pipefail
-pkgs=(containerd runc containernetworking-plugins clang llvm libbpf-dev bpftool iproute2 nftables iptables
+# containerd and runc are not among them: make build builds the versions Skiff
+# ships (agent/containerd/build); runc's build needs gcc and libseccomp-dev.
+pkgs=(gcc libc6-dev pkg-config libseccomp-dev containernetworking-plugins clang llvm libbpf-dev bpftool iproute2 nftables iptables
       dnsutils curl wrk hey dnsperf nginx docker-registry skopeo iperf3 jq busybox-static)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"github.com/skiffnet/skiff/agent/containerd"
 )
 
 // Target is where units and the binary go; Root is "/" on a real machine
@@ -107,7 +109,30 @@ func (t Target) copySelf() error {
 	if err := write(filepath.Join(filepath.Dir(dst), "skiff-cni"), data, 0o755); err != nil {
 		return err
 	}
+	if err := copyRuntime(filepath.Dir(self), filepath.Dir(dst)); err != nil {
+		return err
+	}
 	return t.copyImages(filepath.Join(filepath.Dir(self), "images"))
+}
+
+// copyRuntime installs the containerd and runc Skiff ships, which the
+// agent looks for in their directory next to skiff.
+func copyRuntime(from, to string) error {
+	src := filepath.Join(from, containerd.BundleDir)
+	files, err := filepath.Glob(filepath.Join(src, "[!.]*"))
+	if err != nil || len(files) == 0 {
+		return fmt.Errorf("containerd and runc in %s: not there (make build puts them next to skiff)", src)
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		if err := write(filepath.Join(to, containerd.BundleDir, filepath.Base(f)), data, 0o755); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // ImageDir is where installed image archives go; the agent imports them.

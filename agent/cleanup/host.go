@@ -1,6 +1,7 @@
 package cleanup
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -42,7 +43,7 @@ type task struct {
 }
 
 // containerdTasks lists the tasks in the containerd dirs' state (one
-// directory per namespace and container, holding the shim's address).
+// directory per namespace and container, naming the shim's socket).
 func containerdTasks(runtimeDirs []string) []task {
 	return containerdTasksIn(runtimeDirs, defaultHostPaths)
 }
@@ -53,18 +54,31 @@ func containerdTasksIn(runtimeDirs []string, hp hostPaths) []task {
 		bundles, _ := filepath.Glob(filepath.Join(dir, "state", "io.containerd.runtime.v2.task", "*", "*"))
 		for _, b := range bundles {
 			t := task{namespace: filepath.Base(filepath.Dir(b)), id: filepath.Base(b)}
-			if a, err := os.ReadFile(filepath.Join(b, "address")); err == nil {
-				p := strings.TrimPrefix(strings.TrimSpace(string(a)), "unix://")
-				// Only a socket where shims put theirs: the file is no
-				// licence to delete anything else.
-				if filepath.Dir(p) == filepath.Join(hp.ContainerdRun, "s") {
-					t.shimSocket = p
-				}
+			p := strings.TrimPrefix(shimAddress(b), "unix://")
+			// Only a socket where shims put theirs: the file is no
+			// licence to delete anything else.
+			if filepath.Dir(p) == filepath.Join(hp.ContainerdRun, "s") {
+				t.shimSocket = p
 			}
 			out = append(out, t)
 		}
 	}
 	return out
+}
+
+// shimAddress is the address of the shim serving a task bundle: in
+// bootstrap.json (containerd 2.x), else in address (1.x), else "".
+func shimAddress(bundle string) string {
+	if b, err := os.ReadFile(filepath.Join(bundle, "bootstrap.json")); err == nil {
+		var params struct {
+			Address string `json:"address"`
+		}
+		if json.Unmarshal(b, &params) == nil {
+			return params.Address
+		}
+	}
+	a, _ := os.ReadFile(filepath.Join(bundle, "address"))
+	return strings.TrimSpace(string(a))
 }
 
 // hostSteps remove what the stopped nodes left in the machine-wide paths.

@@ -32,12 +32,17 @@ func TestHostLeftovers(t *testing.T) {
 	node := filepath.Join(root, "run/skiff/n1")
 	state := filepath.Join(root, "var/lib/skiff")
 	ours := filepath.Join(hp.ContainerdRun, "s", "aaaa")
+	ours2 := filepath.Join(hp.ContainerdRun, "s", "cccc")
 	theirs := filepath.Join(hp.ContainerdRun, "s", "bbbb")
 	write(t, filepath.Join(node, "state/io.containerd.runtime.v2.task/k8s.io/c1/address"), "unix://"+ours+"\n")
+	// containerd 2.x records the shim in bootstrap.json.
+	write(t, filepath.Join(node, "state/io.containerd.runtime.v2.task/k8s.io/c3/bootstrap.json"),
+		`{"version":3,"address":"unix://`+ours2+`","protocol":"ttrpc"}`)
 	// A corrupt or hostile address file names a path outside the shims' directory.
 	write(t, filepath.Join(node, "state/io.containerd.runtime.v2.task/k8s.io/c2/address"), "unix://"+filepath.Join(root, "precious"))
 	write(t, filepath.Join(root, "precious"), "")
 	write(t, ours, "")
+	write(t, ours2, "")
 	write(t, theirs, "")
 	write(t, filepath.Join(hp.ContainerdRun, "runc/k8s.io/c1/state.json"), "{}")
 	write(t, filepath.Join(hp.KubeletDir, "device-plugins/kubelet.sock"), "")
@@ -52,15 +57,15 @@ func TestHostLeftovers(t *testing.T) {
 	os.Symlink("/var/log/pods/default_q/c/0.log", otherLink)
 
 	tasks := containerdTasksIn([]string{node}, hp)
-	if len(tasks) != 2 {
-		t.Fatalf("tasks = %+v, want c1 and c2", tasks)
+	if len(tasks) != 3 {
+		t.Fatalf("tasks = %+v, want c1, c2 and c3", tasks)
 	}
 	for _, s := range hostStepsIn(tasks, []string{state}, hp) {
 		if err := s.Run(); err != nil {
 			t.Errorf("%s: %v", s.Name, err)
 		}
 	}
-	for _, gone := range []string{ours, filepath.Join(hp.ContainerdRun, "runc"), ourLink, hp.KubeletDir} {
+	for _, gone := range []string{ours, ours2, filepath.Join(hp.ContainerdRun, "runc"), ourLink, hp.KubeletDir} {
 		if exists(gone) {
 			t.Errorf("%s is left", gone)
 		}

@@ -1,11 +1,12 @@
 // Package containerd runs the node's own containerd when no CRI runtime
-// answers: Debian's containerd and runc, with a generated configuration
-// whose state, socket, CNI directories and sandbox image are the node's.
+// answers: the containerd 2.x and runc Skiff ships (built by make build
+// from the Go modules under build/, see docs/containerd.md), with a
+// generated configuration whose state, sockets, CNI directories and
+// sandbox image are the node's.
 package containerd
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -20,20 +21,42 @@ import (
 
 // Config places one node's containerd.
 type Config struct {
-	Dir          string // root, state, socket and config live under it
+	Dir          string // root, state, sockets and config live under it
 	CNIBinDir    string
 	CNIConfDir   string
 	SandboxImage string
 	// InsecureRegistries (HOST:PORT) are pulled from over plain HTTP, like
 	// a loopback or test registry.
 	InsecureRegistries []string
-	Logger             *slog.Logger
+	// Binaries are the programs to run (FindBinaries); Supervise fills
+	// them in when Containerd is empty.
+	Binaries Binaries
+	Logger   *slog.Logger
 }
 
 // Socket is the CRI endpoint path of the node's containerd.
 func (c Config) Socket() string { return filepath.Join(c.Dir, "containerd.sock") }
 
-var configTemplate = template.Must(template.New("config").Parse(`version = 2
+// maxShimSocketDir is the longest socket_dir containerd accepts (the shims'
+// sockets, named by a 64-character hash, must fit a unix socket path).
+const maxShimSocketDir = 42
+
+// ShimSocketDir is where the node's shims listen: under its own directory
+// when the path is short enough, else "" (containerd's machine-wide
+// /run/containerd/s, which test clusters' long temporary paths need).
+func (c Config) ShimSocketDir() string {
+	if d := filepath.Join(c.Dir, "s"); len(d) <= maxShimSocketDir {
+		return d
+	}
+	return ""
+}
+
+// The configuration is version 3, the format of containerd 2.x (2.4 still
+// reads it and migrates it in memory). Everything a containerd would
+// otherwise share with others on the machine (sockets, runc's state, the
+// NRI socket) is placed under the node's directory, so that test clusters
+// run several nodes on one kernel and uninstall removes one directory.
+var configTemplate = template.Must(template.New("config").Parse(`version = 3
 root = "{{.Dir}}/root"
 state = "{{.Dir}}/state"
 oom_score = -999
@@ -41,27 +64,47 @@ oom_score = -999
 [grpc]
   address = "{{.Socket}}"
 
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{{.SandboxImage}}"
-  enable_selinux = false
-  disable_apparmor = true
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
+[ttrpc]
+  address = "{{.Socket}}.ttrpc"
+
+[plugins]
+  [plugins."io.containerd.cri.v1.images"]
     snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
-        # runc's state is the node's too (the default is /run/containerd/runc,
-        # shared by every containerd on the machine), so it goes with the node.
-        Root = "{{.Dir}}/runc"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{{.CNIBinDir}}"
-    conf_dir = "{{.CNIConfDir}}"
-    max_conf_num = 1
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = "{{.Dir}}/certs.d"
+    [plugins."io.containerd.cri.v1.images".pinned_images]
+      sandbox = "{{.SandboxImage}}"
+    [plugins."io.containerd.cri.v1.images".registry]
+      config_path = "{{.Dir}}/certs.d"
+
+  [plugins."io.containerd.cri.v1.runtime"]
+    enable_selinux = false
+    disable_apparmor = true
+    restrict_oom_score_adj = true
+    [plugins."io.containerd.cri.v1.runtime".containerd]
+      default_runtime_name = "runc"
+      [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
+        runtime_type = "io.containerd.runc.v2"
+        [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
+          # The kubelet's cgroup driver is cgroupfs (agent/kubelet).
+          SystemdCgroup = false
+          # runc's state is the node's too (the default is /run/containerd/runc,
+          # shared by every containerd on the machine), so it goes with the node.
+          Root = "{{.Dir}}/runc"
+          # The runc shipped with this containerd, not whichever is on PATH.
+          BinaryName = "{{.Binaries.Runc}}"
+    [plugins."io.containerd.cri.v1.runtime".cni]
+      bin_dirs = ["{{.CNIBinDir}}"]
+      conf_dir = "{{.CNIConfDir}}"
+      max_conf_num = 1
+
+  [plugins."io.containerd.nri.v1.nri"]
+    # NRI is on by default in 2.x and listens at /var/run/nri/nri.sock,
+    # which another node's containerd on the machine would take.
+    socket_path = "{{.Dir}}/nri.sock"
+{{- with .ShimSocketDir}}
+
+  [plugins."io.containerd.shim.v1.manager"]
+    socket_dir = "{{.}}"
+{{- end}}
 `))
 
 // Render is the containerd configuration file's text.
@@ -86,9 +129,15 @@ func Answers(socket string) bool {
 // Supervise runs containerd until ctx is done, restarting it with back-off
 // when it dies. ready is closed once the socket first answers.
 func Supervise(ctx context.Context, c Config, ready chan<- struct{}) error {
-	bin, err := exec.LookPath("containerd")
-	if err != nil {
-		return errors.New("containerd is not installed: install it (apt-get install containerd runc) or pass --container-runtime-endpoint")
+	if c.Binaries.Containerd == "" {
+		b, err := FindBinaries(ctx)
+		if err != nil {
+			return err
+		}
+		c.Binaries = b
+	}
+	if _, version, err := Version(ctx, c.Binaries.Containerd); err == nil {
+		c.Logger.Info("containerd", "version", version, "path", c.Binaries.Containerd, "runc", c.Binaries.Runc)
 	}
 	for _, d := range []string{c.Dir, c.CNIBinDir, c.CNIConfDir, filepath.Join(c.Dir, "certs.d")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -110,7 +159,7 @@ func Supervise(ctx context.Context, c Config, ready chan<- struct{}) error {
 	signalled := false
 	for {
 		start := time.Now()
-		err := run(ctx, bin, cfgPath, c, func() {
+		err := run(ctx, cfgPath, c, func() {
 			if !signalled {
 				close(ready)
 				signalled = true
@@ -132,15 +181,19 @@ func Supervise(ctx context.Context, c Config, ready chan<- struct{}) error {
 	}
 }
 
-func run(ctx context.Context, bin, cfgPath string, c Config, onReady func()) error {
+func run(ctx context.Context, cfgPath string, c Config, onReady func()) error {
 	logf, err := os.OpenFile(filepath.Join(c.Dir, "containerd.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		return err
 	}
 	defer logf.Close()
 	os.Remove(c.Socket())
-	cmd := exec.Command(bin, "--config", cfgPath)
+	cmd := exec.Command(c.Binaries.Containerd, "--config", cfgPath)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	// containerd looks for containerd-shim-runc-v2 in its working
+	// directory, then on PATH: both lead to the shim shipped with it.
+	cmd.Dir = c.Binaries.Dir()
+	cmd.Env = append(os.Environ(), "PATH="+c.Binaries.Dir()+string(os.PathListSeparator)+os.Getenv("PATH"))
 	// Its own process group, so a terminal's Ctrl-C reaches the agent, which
 	// then stops containerd; the shims it started keep the pods running.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

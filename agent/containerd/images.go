@@ -13,15 +13,16 @@ import (
 const Namespace = "k8s.io"
 
 // Import loads an OCI or docker image archive into the containerd at socket,
-// where the kubelet finds it. It uses containerd's own `ctr`, which ships
-// with the containerd package, rather than linking containerd's client.
+// where the kubelet finds it. It uses containerd's own `ctr` (the one
+// shipped next to skiff, else one on PATH, for a runtime of the user's own)
+// rather than linking containerd's client.
 func Import(ctx context.Context, socket, archive string) (string, error) {
 	if _, err := os.Stat(archive); err != nil {
 		return "", fmt.Errorf("image archive: %w", err)
 	}
-	ctr, err := exec.LookPath("ctr")
+	ctr, err := ctrPath()
 	if err != nil {
-		return "", errors.New("ctr (from the containerd package) is not installed: apt-get install containerd")
+		return "", err
 	}
 	out, err := exec.CommandContext(ctx, ctr, "--address", socket, "--namespace", Namespace,
 		"images", "import", "--all-platforms", archive).CombinedOutput()
@@ -29,4 +30,15 @@ func Import(ctx context.Context, socket, archive string) (string, error) {
 		return "", fmt.Errorf("import %s: %w: %s", archive, err, strings.TrimSpace(string(out)))
 	}
 	return strings.TrimSpace(string(out)), nil
+}
+
+func ctrPath() (string, error) {
+	if b, ok := shipped(); ok {
+		return b.Ctr, nil
+	}
+	p, err := exec.LookPath("ctr")
+	if err != nil {
+		return "", errors.New("ctr is neither next to skiff (" + BundleDir + "/, built by make build) nor on PATH")
+	}
+	return p, nil
 }
