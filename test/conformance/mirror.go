@@ -9,7 +9,9 @@ import (
 	"time"
 
 	imageutils "k8s.io/kubernetes/test/utils/image"
-	"sigs.k8s.io/yaml"
+	// The yaml package upstream reads the list with: it goes by the
+	// fields' yaml tags.
+	"go.yaml.in/yaml/v2"
 
 	"github.com/skiffnet/skiff/test/cluster"
 	"github.com/skiffnet/skiff/test/conformance/e2eimages"

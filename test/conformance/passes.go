@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"time"
 
+	"k8s.io/client-go/tools/clientcmd"
+
 	"github.com/skiffnet/skiff/test/cluster"
 )
 
@@ -33,6 +35,10 @@ func passes(o options) []pass {
 // on the nodes' network, outside the cluster, as a person's laptop would
 // be) and returns the JUnit reports written.
 func runPasses(c *cluster.Cluster, t tools, repoList string, o options) ([]string, error) {
+	kubeconfig, err := clientKubeconfig(c, o.out)
+	if err != nil {
+		return nil, err
+	}
 	var reports []string
 	for _, p := range passes(o) {
 		report := filepath.Join(o.out, "junit_"+p.name+".xml")
@@ -45,7 +51,7 @@ func runPasses(c *cluster.Cluster, t tools, repoList string, o options) ([]strin
 			args = append(args, "--skip="+o.skip)
 		}
 		args = append(args, t.e2eTest, "--",
-			"--kubeconfig="+c.Kubeconfig(), "--provider=skeleton", "--num-nodes="+strconv.Itoa(len(c.Nodes)),
+			"--kubeconfig="+kubeconfig, "--provider=skeleton", "--num-nodes="+strconv.Itoa(len(c.Nodes)),
 			"--kubectl-path="+t.kubectl, "--report-dir="+filepath.Join(o.out, p.name), "--dns-domain=cluster.local")
 		logPath := filepath.Join(o.out, p.name+".log")
 		log, err := os.Create(logPath)
@@ -66,6 +72,21 @@ func runPasses(c *cluster.Cluster, t tools, repoList string, o options) ([]strin
 		reports = append(reports, report)
 	}
 	return reports, nil
+}
+
+// clientKubeconfig is the admin kubeconfig with the server's address on the
+// nodes' network, where the client namespace reaches it (the harness's own
+// names the server's loopback address).
+func clientKubeconfig(c *cluster.Cluster, dir string) (string, error) {
+	cfg, err := clientcmd.LoadFromFile(c.Kubeconfig())
+	if err != nil {
+		return "", err
+	}
+	for _, cl := range cfg.Clusters {
+		cl.Server = c.ServerURL()
+	}
+	path := filepath.Join(dir, "kubeconfig")
+	return path, clientcmd.WriteToFile(*cfg, path)
 }
 
 func exitText(err error) string {

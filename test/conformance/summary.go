@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 )
@@ -25,6 +26,9 @@ type junitCase struct {
 	} `xml:"failure"`
 	Skipped *struct{} `xml:"skipped"`
 }
+
+// ansi matches the colour codes ginkgo leaves in some failure messages.
+var ansi = regexp.MustCompile(`\x1b\[[0-9;]*m`)
 
 // summary counts what the passes did.
 type summary struct {
@@ -57,7 +61,7 @@ func summarize(reports []string, took time.Duration) (summary, error) {
 					failed++
 					reason := ""
 					if tc.Failure != nil {
-						reason, _, _ = strings.Cut(strings.TrimSpace(tc.Failure.Message), "\n")
+						reason, _, _ = strings.Cut(strings.TrimSpace(ansi.ReplaceAllString(tc.Failure.Message, "")), "\n")
 					}
 					s.Failures = append(s.Failures, fmt.Sprintf("%s: %s", tc.Name, reason))
 				case tc.Skipped != nil || tc.Status == "skipped" || tc.Status == "pending":
