@@ -209,10 +209,27 @@ func (c *computation) policy(pol *networkingv1.NetworkPolicy, out map[netip.Addr
 		return
 	}
 	ingress, egress := policyTypes(pol)
+	var selected []*peerPod
 	for _, lp := range c.local {
-		if lp.ns != pol.Namespace || !sel.Matches(lp.lbl) {
-			continue
+		if lp.ns == pol.Namespace && sel.Matches(lp.lbl) {
+			selected = append(selected, lp)
 		}
+	}
+	if len(selected) == 0 {
+		return // a policy that selects nothing changes nothing
+	}
+	var in, eg []*compiledRule
+	if ingress {
+		for i, r := range pol.Spec.Ingress {
+			in = append(in, c.compile(pol, fmt.Sprintf("spec.ingress[%d]", i), r.From, r.Ports, false))
+		}
+	}
+	if egress {
+		for i, r := range pol.Spec.Egress {
+			eg = append(eg, c.compile(pol, fmt.Sprintf("spec.egress[%d]", i), r.To, r.Ports, true))
+		}
+	}
+	for _, lp := range selected {
 		ep := out[lp.ip]
 		ep.Policies = append(ep.Policies, pol.Namespace+"/"+pol.Name)
 		g := grants[lp.ip]
@@ -222,16 +239,14 @@ func (c *computation) policy(pol *networkingv1.NetworkPolicy, out map[netip.Addr
 		}
 		if ingress {
 			ep.IngressIsolated = true
-			for i, r := range pol.Spec.Ingress {
-				field := fmt.Sprintf("spec.ingress[%d]", i)
-				g[0] = append(g[0], c.rule(pol, field, r.From, r.Ports, lp, false)...)
+			for _, r := range in {
+				g[0] = append(g[0], c.grants(r, lp, false)...)
 			}
 		}
 		if egress {
 			ep.EgressIsolated = true
-			for i, r := range pol.Spec.Egress {
-				field := fmt.Sprintf("spec.egress[%d]", i)
-				g[1] = append(g[1], c.rule(pol, field, r.To, r.Ports, lp, true)...)
+			for _, r := range eg {
+				g[1] = append(g[1], c.grants(r, lp, true)...)
 			}
 		}
 	}

@@ -65,6 +65,11 @@ func (s PortSet) Key() string {
 
 func (s PortSet) String() string { return s.Key() }
 
+// Equal reports whether s and o allow the same (both canonical).
+func (s PortSet) Equal(o PortSet) bool {
+	return s.Any == o.Any && slices.Equal(s.Ranges, o.Ranges)
+}
+
 // Union returns s ∪ o in canonical form.
 func (s PortSet) Union(o PortSet) PortSet {
 	if s.Any || o.Any {

@@ -116,16 +116,23 @@ func compress(sets map[netip.Prefix]PortSet) []Entry {
 		return a.Addr().Compare(b.Addr())
 	})
 	kept := map[netip.Prefix]PortSet{}
+	var lengths []int // of kept prefixes, ascending: where a parent can be
 	for _, p := range order {
 		var parent PortSet
-		for bits := p.Bits() - 1; bits >= 0; bits-- {
-			if s, ok := kept[netip.PrefixFrom(p.Addr(), bits).Masked()]; ok {
+		for i := len(lengths) - 1; i >= 0; i-- {
+			if lengths[i] >= p.Bits() {
+				continue
+			}
+			if s, ok := kept[netip.PrefixFrom(p.Addr(), lengths[i]).Masked()]; ok {
 				parent = s
 				break
 			}
 		}
-		if sets[p].Key() != parent.Key() {
+		if !sets[p].Equal(parent) {
 			kept[p] = sets[p]
+			if n := len(lengths); n == 0 || lengths[n-1] != p.Bits() {
+				lengths = append(lengths, p.Bits())
+			}
 		}
 	}
 	out := make([]Entry, 0, len(kept))

@@ -86,23 +86,41 @@ func (c *computation) ports(pol *networkingv1.NetworkPolicy, field string, ps []
 	return spec
 }
 
-// rule compiles one ingress or egress rule of pol for the local pod lp into
-// grants.
-func (c *computation) rule(pol *networkingv1.NetworkPolicy, field string, peers []networkingv1.NetworkPolicyPeer, ps []networkingv1.NetworkPolicyPort, lp *peerPod, egress bool) []grant {
-	spec := c.ports(pol, field, ps)
+// compiledRule is one ingress or egress rule with its peers resolved: the
+// same for every pod the policy selects, so it is done once per policy.
+type compiledRule struct {
+	spec   *portSpec
+	blocks []*block
+	pods   []*peerPod
+}
+
+// compile resolves a rule's ports and peers.
+func (c *computation) compile(pol *networkingv1.NetworkPolicy, field string, peers []networkingv1.NetworkPolicyPeer, ps []networkingv1.NetworkPolicyPort, egress bool) *compiledRule {
+	r := &compiledRule{spec: c.ports(pol, field, ps)}
+	if len(peers) == 0 {
+		r.blocks = []*block{{cidr: everywhere}}
+		return r
+	}
+	for i, peer := range peers {
+		pf := fmt.Sprintf("%s.%s[%d]", field, map[bool]string{false: "from", true: "to"}[egress], i)
+		if peer.IPBlock != nil {
+			if b := c.ipBlock(pol, pf, peer.IPBlock); b != nil {
+				r.blocks = append(r.blocks, b)
+			}
+			continue
+		}
+		r.pods = append(r.pods, c.selectPods(pol, pf, peer, egress)...)
+	}
+	return r
+}
+
+// grants are what a compiled rule gives the local pod lp.
+func (c *computation) grants(r *compiledRule, lp *peerPod, egress bool) []grant {
+	spec := r.spec
 	// Ingress: names are the local pod's ports, the same for every peer.
 	local := spec.resolve(lp.ports)
-	portsFor := func(dst *peerPod) PortSet {
-		if !egress {
-			return local
-		}
-		s := spec.resolve(dst.ports)
-		if dst.limit != nil {
-			s = s.Intersect(*dst.limit)
-		}
-		return s
-	}
-	blockGrant := func(b *block) grant {
+	var out []grant
+	for _, b := range r.blocks {
 		g := grant{block: b, ports: local}
 		if egress {
 			g.ports = spec.resolve(nil)
@@ -115,24 +133,18 @@ func (c *computation) rule(pol *networkingv1.NetworkPolicy, field string, peers 
 				}
 			}
 		}
-		return g
+		out = append(out, g)
 	}
-	if len(peers) == 0 {
-		return []grant{blockGrant(&block{cidr: everywhere})}
-	}
-	var out []grant
-	for i, peer := range peers {
-		pf := fmt.Sprintf("%s.%s[%d]", field, map[bool]string{false: "from", true: "to"}[egress], i)
-		if peer.IPBlock != nil {
-			if b := c.ipBlock(pol, pf, peer.IPBlock); b != nil {
-				out = append(out, blockGrant(b))
+	for _, pp := range r.pods {
+		s := local
+		if egress {
+			s = spec.resolve(pp.ports)
+			if pp.limit != nil {
+				s = s.Intersect(*pp.limit)
 			}
-			continue
 		}
-		for _, pp := range c.selectPods(pol, pf, peer, egress) {
-			if s := portsFor(pp); !s.Empty() {
-				out = append(out, grant{pod: pp.ip, ports: s})
-			}
+		if !s.Empty() {
+			out = append(out, grant{pod: pp.ip, ports: s})
 		}
 	}
 	return out

@@ -26,12 +26,14 @@ type Writer struct {
 	sets    map[string]*portSet
 	usedIDs map[uint32]bool // set ids in the kernel, ours or a previous run's
 	nextID  uint32
+	adopted bool // the previous run's pods are known
 	// resynced is false until the first Apply has rewritten every pod and
 	// removed what a previous run left.
 	resynced bool
 }
 
 type applied struct {
+	adopted bool // written by a previous run: entries unknown
 	flags   uint32
 	gen     uint8
 	entries [2][]model.Entry // by direction (bpf.PolicyIngress, bpf.PolicyEgress)
@@ -61,10 +63,11 @@ func New(p *bpf.Policy) (*Writer, error) {
 
 // Apply makes the maps hold exactly the isolated pods of eps.
 func (w *Writer) Apply(eps map[netip.Addr]*model.Endpoint) error {
-	if !w.resynced {
+	if !w.adopted {
 		if err := w.adoptKernelState(); err != nil {
 			return err
 		}
+		w.adopted = true
 	}
 	var errs []error
 	for ip, ep := range eps {
@@ -102,7 +105,7 @@ func (w *Writer) adoptKernelState() error {
 	var ep bpf.PolicyEndpoint
 	it := w.p.Endpoints.Iterate()
 	for it.Next(&ip, &ep) {
-		w.applied[bpf.DecodeAddr4(ip)] = &applied{flags: ^uint32(0), gen: ep.Gen}
+		w.applied[bpf.DecodeAddr4(ip)] = &applied{adopted: true, flags: ep.Flags, gen: ep.Gen}
 	}
 	if err := it.Err(); err != nil {
 		return fmt.Errorf("read pol_endpoints: %w", err)
@@ -130,9 +133,19 @@ func (w *Writer) applyEndpoint(ip netip.Addr, ep *model.Endpoint) error {
 		want.entries[bpf.PolicyEgress] = ep.Egress
 	}
 	old := w.applied[ip]
-	if old != nil && old.flags == want.flags && sameEntries(old.entries, want.entries) {
+	if old != nil && !old.adopted && old.flags == want.flags && sameEntries(old.entries, want.entries) {
 		return nil
 	}
+	if old == nil || old.adopted {
+		return w.replaceEndpoint(ip, old, want)
+	}
+	return w.updateEndpoint(ip, old, want)
+}
+
+// replaceEndpoint writes a pod's entries under a new generation and flips
+// the pod to it: a new pod, or one a previous run wrote (whose entries
+// this run does not know; removeLeftovers deletes them).
+func (w *Writer) replaceEndpoint(ip netip.Addr, old, want *applied) error {
 	if old != nil {
 		want.gen = old.gen + 1
 	}
@@ -152,8 +165,62 @@ func (w *Writer) applyEndpoint(ip netip.Addr, ep *model.Endpoint) error {
 		return fmt.Errorf("write pol_endpoints: %w", err)
 	}
 	w.applied[ip] = want
-	if old != nil {
-		return w.deleteEntries(ip, old)
+	return nil
+}
+
+// updateEndpoint changes what differs in place: new and changed entries
+// first, then the isolation flags, then removed entries. Each write is
+// atomic; a change of several entries is briefly a mix of old and new, as
+// with Cilium's incremental policy map updates. The usual change, a pod
+// joining or leaving a selector, is one entry.
+func (w *Writer) updateEndpoint(ip netip.Addr, old, want *applied) error {
+	want.gen = old.gen
+	type removed struct {
+		dir   uint8
+		entry model.Entry
+	}
+	var gone []removed
+	var release []model.PortSet
+	for dir := range want.entries {
+		before := map[netip.Prefix]model.PortSet{}
+		for _, e := range old.entries[dir] {
+			before[e.Prefix] = e.Ports
+		}
+		for _, e := range want.entries[dir] {
+			prev, ok := before[e.Prefix]
+			delete(before, e.Prefix)
+			if ok && prev.Equal(e.Ports) {
+				continue
+			}
+			if err := w.putEntry(ip, uint8(dir), want.gen, e); err != nil {
+				return err
+			}
+			if ok {
+				release = append(release, prev)
+			}
+		}
+		for p, ports := range before {
+			gone = append(gone, removed{uint8(dir), model.Entry{Prefix: p, Ports: ports}})
+		}
+	}
+	if old.flags != want.flags {
+		if err := w.p.Endpoints.Put(bpf.Addr4(ip), bpf.PolicyEndpoint{Flags: want.flags, Gen: want.gen}); err != nil {
+			return fmt.Errorf("write pol_endpoints: %w", err)
+		}
+	}
+	w.applied[ip] = want
+	for _, r := range gone {
+		if err := w.p.Rules.Delete(ruleKey(ip, r.dir, want.gen, r.entry.Prefix)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete from pol_rules: %w", err)
+		}
+		release = append(release, r.entry.Ports)
+	}
+	for _, s := range release {
+		if !s.Any && !s.Empty() {
+			if err := w.release(s); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
@@ -225,7 +292,7 @@ func ruleKey(pod netip.Addr, dir, gen uint8, peer netip.Prefix) bpf.PolicyRuleKe
 func sameEntries(a, b [2][]model.Entry) bool {
 	for i := range a {
 		if !slices.EqualFunc(a[i], b[i], func(x, y model.Entry) bool {
-			return x.Prefix == y.Prefix && x.Ports.Key() == y.Ports.Key()
+			return x.Prefix == y.Prefix && x.Ports.Equal(y.Ports)
 		}) {
 			return false
 		}

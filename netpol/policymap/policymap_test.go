@@ -213,6 +213,20 @@ func TestEnforcement(t *testing.T) {
 		t.Errorf("outsider after the takeover: verdict %d, want drop", got)
 	}
 
+	// An edit is applied in place: the UDP range goes, the rest stays.
+	edited := serverPolicy()
+	edited.Spec.Ingress[0].Ports = edited.Spec.Ingress[0].Ports[:1]
+	apply(t, w2, state(edited))
+	if got := run(t, p.ToPod, pkt{ap(client, 40020), ap(server, 9005), model.ProtoUDP, 0}, false); got != drop {
+		t.Errorf("UDP range after the edit: verdict %d, want drop", got)
+	}
+	if got := run(t, p.ToPod, pkt{ap(client, 40021), ap(server, 8080), model.ProtoTCP, 0x02}, false); got != pass {
+		t.Errorf("named port after the edit: verdict %d, want pass", got)
+	}
+	if got := count(t, p.Ports); got != 3 { // tcp/8080 for ingress; tcp/53, udp/53 for egress
+		t.Errorf("pol_ports holds %d entries after the edit, want 3", got)
+	}
+
 	// Removing the policy restores access and empties the maps.
 	apply(t, w2, state())
 	if got := run(t, p.ToPod, pkt{ap(outsider, 40010), ap(server, 8081), model.ProtoTCP, 0x02}, false); got != pass {
