@@ -8,6 +8,7 @@ import (
 
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/skiffnet/skiff/agent/dataplane"
 	"github.com/skiffnet/skiff/loadbalancer/announce"
@@ -23,7 +24,7 @@ func AnnouncedFile(node string) string {
 // startAnnouncer runs the L2 announcer of LoadBalancer addresses on the
 // link holding the node address (loadbalancer/announce). It registers
 // informers, so it must run before factory.Start.
-func (a *Agent) startAnnouncer(ctx context.Context, client kubernetes.Interface, factory informers.SharedInformerFactory, done chan<- error) error {
+func (a *Agent) startAnnouncer(ctx context.Context, client kubernetes.Interface, kubeconfig string, factory informers.SharedInformerFactory, done chan<- error) error {
 	c := &a.cfg
 	nodeIP, err := netip.ParseAddr(c.NodeIP)
 	if err != nil {
@@ -33,8 +34,13 @@ func (a *Agent) startAnnouncer(ctx context.Context, client kubernetes.Interface,
 	if err != nil {
 		return fmt.Errorf("load balancer announcer: %w", err)
 	}
+	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return fmt.Errorf("load balancer announcer: %w", err)
+	}
 	ann, err := announce.New(announce.Options{
-		Client: client, Informers: factory, NodeName: c.NodeName, Interface: ifaces[0].Name,
+		LeaseClient: announce.TokenClient(client, rc, lbcontroller.LeaseNamespace, lbcontroller.AnnouncerSecret),
+		Informers:   factory, NodeName: c.NodeName, Interface: ifaces[0].Name,
 		LeaseNamespace: lbcontroller.LeaseNamespace, StateFile: AnnouncedFile(c.NodeName),
 		Registerer: a.metrics, Logger: c.Logger.With("component", "lb-announce"),
 	})

@@ -33,7 +33,7 @@ func (a *Agent) startDataPlane(ctx context.Context, client kubernetes.Interface,
 	if err := a.startServiceLB(ctx, client, factory, done); err != nil {
 		return err
 	}
-	if err := a.startAnnouncer(ctx, client, factory, done); err != nil {
+	if err := a.startAnnouncer(ctx, client, kubeconfig, factory, done); err != nil {
 		return err
 	}
 	if err := a.startNetworkPolicy(ctx, factory, done); err != nil {

@@ -2,13 +2,16 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"net/netip"
 	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/skiffnet/skiff/agent"
 	"github.com/skiffnet/skiff/controlplane/server"
+	"github.com/skiffnet/skiff/loadbalancer/announce"
 	"github.com/skiffnet/skiff/proxy"
 	"github.com/skiffnet/skiff/proxy/lbmap"
 )
@@ -60,7 +63,7 @@ eBPF service load balancing, cluster DNS and ingress proxy.`,
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "where to serve Prometheus metrics (default NODE_IP:10249)")
 	f.BoolVar(&debug, "debug", false, "print the kubelet's logs to stderr instead of DATA/logs")
 	f.IntVarP(&verbosity, "v", "v", 0, "log verbosity of the kubelet")
-	cmd.AddCommand(newServicesCommand())
+	cmd.AddCommand(newServicesCommand(), newPolicyCommand())
 	return cmd
 }
 
@@ -79,6 +82,7 @@ func newServicesCommand() *cobra.Command {
 				return fmt.Errorf("read the load balancer maps in %s: %w (is `skiff agent` running on node %s? pass --node-name)", dir, err, node)
 			}
 			lbmap.Print(c.OutOrStdout(), es)
+			printAnnounced(c.OutOrStdout(), node)
 			return nil
 		},
 	}
@@ -106,3 +110,14 @@ func (f prefixFlag) Set(s string) error {
 }
 
 func (prefixFlag) Type() string { return "cidr" }
+
+// printAnnounced lists the LoadBalancer addresses this node answers ARP for
+// (loadbalancer/announce), from the agent's state file.
+func printAnnounced(w io.Writer, node string) {
+	addrs, err := announce.ReadState(agent.AnnouncedFile(node))
+	if err != nil || len(addrs) == 0 {
+		fmt.Fprintln(w, "\nLoadBalancer addresses announced (ARP) by this node: none")
+		return
+	}
+	fmt.Fprintf(w, "\nLoadBalancer addresses announced (ARP) by this node: %s\n", strings.Join(addrs, " "))
+}

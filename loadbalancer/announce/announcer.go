@@ -23,9 +23,11 @@ import (
 
 // Options configure an Announcer.
 type Options struct {
-	Client    kubernetes.Interface
-	Informers informers.SharedInformerFactory
-	NodeName  string
+	// LeaseClient returns the client the elections write Leases with,
+	// waiting until it can (see TokenClient).
+	LeaseClient func(context.Context) (kubernetes.Interface, error)
+	Informers   informers.SharedInformerFactory
+	NodeName    string
 	// Interface is the link on the nodes' L2 segment (the one holding the
 	// node address).
 	Interface string
@@ -103,7 +105,6 @@ func New(opts Options) (*Announcer, error) {
 	}
 	resp.replied = a.metrics.replies.Inc
 	a.resp = resp
-	a.elector = &elector{client: opts.Client, namespace: opts.LeaseNamespace, node: opts.NodeName, timing: opts.Timing, log: opts.Logger, lead: a.lead}
 	return a, nil
 }
 
@@ -122,6 +123,11 @@ func (a *Announcer) Run(ctx context.Context) error {
 	if !cache.WaitForCacheSync(ctx.Done(), a.synced...) {
 		return fmt.Errorf("load balancer announcer: caches did not sync: %w", ctx.Err())
 	}
+	client, err := a.opts.LeaseClient(ctx)
+	if err != nil {
+		return err
+	}
+	a.elector = &elector{client: client, namespace: a.opts.LeaseNamespace, node: a.opts.NodeName, timing: a.opts.Timing, log: a.log, lead: a.lead}
 	a.log.Info("announcing LoadBalancer addresses", "interface", a.opts.Interface, "timing", a.opts.Timing.String())
 	for {
 		desired, err := a.desired()

@@ -2,14 +2,20 @@ package announce
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/netip"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 )
 
 // TestElection runs three nodes' electors against one fake API: exactly
@@ -17,6 +23,7 @@ import (
 // agent stops), another takes over.
 func TestElection(t *testing.T) {
 	client := fake.NewSimpleClientset()
+	optimisticLeases(client)
 	addr := netip.MustParseAddr("192.168.9.1")
 	timing := Timing{LeaseDuration: 400 * time.Millisecond, RenewDeadline: 300 * time.Millisecond, RetryPeriod: 50 * time.Millisecond}
 	var mu sync.Mutex
@@ -73,4 +80,29 @@ func TestElection(t *testing.T) {
 	if len(leaders) != 0 {
 		t.Errorf("leaders with no eligible node: %v", leaders)
 	}
+}
+
+// optimisticLeases makes the fake API refuse a Lease update made from a
+// stale read, as the real API server does (the fake's tracker does not):
+// the election is only as safe as that check.
+func optimisticLeases(client *fake.Clientset) {
+	gvr := coordinationv1.SchemeGroupVersion.WithResource("leases")
+	client.PrependReactor("create", "leases", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		a.(k8stesting.CreateAction).GetObject().(*coordinationv1.Lease).ResourceVersion = "1"
+		return false, nil, nil
+	})
+	client.PrependReactor("update", "leases", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		l := a.(k8stesting.UpdateAction).GetObject().(*coordinationv1.Lease)
+		old, err := client.Tracker().Get(gvr, l.Namespace, l.Name)
+		if err != nil {
+			return true, nil, err
+		}
+		have := old.(*coordinationv1.Lease).ResourceVersion
+		if l.ResourceVersion != have {
+			return true, nil, apierrors.NewConflict(gvr.GroupResource(), l.Name, fmt.Errorf("stale resourceVersion %s, have %s", l.ResourceVersion, have))
+		}
+		n, _ := strconv.Atoi(have)
+		l.ResourceVersion = strconv.Itoa(n + 1)
+		return false, nil, nil
+	})
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apiextensionsclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -24,9 +25,20 @@ import (
 // announcing node with.
 const LeaseNamespace = "kube-system"
 
-// AnnouncerRole lets nodes (group system:nodes) hold those Leases. The
-// Node authorizer grants nodes only their own Lease in kube-node-lease.
+// AnnouncerRole lets the announcers hold those Leases. Agents cannot use
+// their node identity for that: the NodeRestriction admission plugin lets
+// a node write only its own Lease in kube-node-lease. So the Role is bound
+// to the ServiceAccount AnnouncerAccount, whose token Secret
+// (AnnouncerSecret) the agents read with the node identity (the skiff:agent
+// ClusterRole reads Secrets, for the ingress proxy's TLS).
 const AnnouncerRole = "skiff:lb-announcer"
+
+// AnnouncerAccount and AnnouncerSecret are the announcers' identity in
+// LeaseNamespace and its token.
+const (
+	AnnouncerAccount = "skiff-lb-announcer"
+	AnnouncerSecret  = "skiff-lb-announcer-token"
+)
 
 // DefaultPoolName is the pool --lb-pool creates.
 const DefaultPoolName = "default"
@@ -90,9 +102,23 @@ func announcerRBAC(ctx context.Context, kube kubernetes.Interface) error {
 	rb := &rbacv1.RoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: AnnouncerRole, Namespace: LeaseNamespace},
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: AnnouncerRole},
-		Subjects:   []rbacv1.Subject{{Kind: rbacv1.GroupKind, APIGroup: rbacv1.GroupName, Name: "system:nodes"}},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: AnnouncerAccount, Namespace: LeaseNamespace}},
 	}
 	if _, err := kube.RbacV1().RoleBindings(LeaseNamespace).Create(ctx, rb, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: AnnouncerAccount, Namespace: LeaseNamespace}}
+	if _, err := kube.CoreV1().ServiceAccounts(LeaseNamespace).Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	// A long-lived token the controller manager fills in: agents on any
+	// node read it, where a TokenRequest would need a pod bound to the node.
+	sec := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: AnnouncerSecret, Namespace: LeaseNamespace,
+			Annotations: map[string]string{corev1.ServiceAccountNameKey: AnnouncerAccount}},
+		Type: corev1.SecretTypeServiceAccountToken,
+	}
+	if _, err := kube.CoreV1().Secrets(LeaseNamespace).Create(ctx, sec, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return err
 	}
 	return nil
