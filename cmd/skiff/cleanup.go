@@ -8,7 +8,9 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/skiffnet/skiff/agent"
 	"github.com/skiffnet/skiff/agent/cleanup"
+	"github.com/skiffnet/skiff/bpf"
 	cniinstall "github.com/skiffnet/skiff/cni/install"
 	"github.com/skiffnet/skiff/cni/routes"
 	"github.com/skiffnet/skiff/ingress/gatewayaddr"
@@ -29,6 +31,9 @@ func dataPlaneCleanup(agentDir string, nodes []string) []cleanup.Step {
 			}},
 			cleanup.Step{Name: "CNI plugin and configuration of " + n, Run: func() error {
 				return cniinstall.Remove(filepath.Join(state, "cni", "bin"), filepath.Join(state, "cni", "net.d"))
+			}},
+			cleanup.Step{Name: "NetworkPolicy programs and maps of " + n, Run: func() error {
+				return bpf.RemovePolicy(agent.PinDir(n))
 			}},
 		)
 	}

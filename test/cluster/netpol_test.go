@@ -1,0 +1,275 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// TestNetworkPolicy is issue 15's end-to-end check on the real path: pods
+// on two nodes, requests made from inside pods with the echo image's
+// client, policies enforced by the eBPF programs on the pods' host veths.
+//
+//	np-a (team=red):  server (node 0; http 8080 named "http", udp 9001), client-a (node 1, app=client)
+//	np-b (team=blue): client-b (node 1, app=client), other-b (node 0, app=other)
+func TestNetworkPolicy(t *testing.T) {
+	c := Start(t, Options{Nodes: 2, WaitReady: true})
+	dir := t.TempDir()
+	apply := func(t *testing.T, name, doc string) {
+		t.Helper()
+		p := filepath.Join(dir, name+".yaml")
+		if err := os.WriteFile(p, []byte(doc), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		c.MustKubectl("apply", "-f", p)
+	}
+	n0, n1 := c.Nodes[0].Name, c.Nodes[1].Name
+	apply(t, "workload", `
+apiVersion: v1
+kind: Namespace
+metadata: {name: np-a, labels: {team: red}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: np-b, labels: {team: blue}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: server, namespace: np-a}
+spec:
+  selector: {app: server}
+  ports: [{name: http, port: 80, targetPort: http}]
+---
+`+netpolPod("np-a", "server", n0, "server")+netpolPod("np-a", "client-a", n1, "client")+
+		netpolPod("np-b", "client-b", n1, "client")+netpolPod("np-b", "other-b", n0, "other"))
+	ips := map[string]string{}
+	for _, p := range []string{"np-a/server", "np-a/client-a", "np-b/client-b", "np-b/other-b"} {
+		ns, name, _ := strings.Cut(p, "/")
+		ips[name] = c.waitNetpolPod(t, ns, name)
+	}
+	server := "http://" + ips["server"] + ":8080/"
+	serverUDP := ips["server"] + ":9001"
+	clusterIP := strings.TrimSpace(c.MustKubectl("get", "service", "-n", "np-a", "server", "-o", "jsonpath={.spec.clusterIP}"))
+	reset := func(t *testing.T) {
+		t.Helper()
+		c.MustKubectl("delete", "networkpolicy", "--all", "-n", "np-a", "--wait")
+		c.MustKubectl("delete", "networkpolicy", "--all", "-n", "np-b", "--wait")
+	}
+
+	t.Run("NoPolicyAllowsAll", func(t *testing.T) {
+		c.expectReach(t, reach{"np-a/client-a", server, true}, reach{"np-b/client-b", server, true},
+			reach{"np-b/other-b", "udp:" + serverUDP, true})
+	})
+	t.Run("DefaultDenyIngress", func(t *testing.T) {
+		defer reset(t)
+		apply(t, "deny", netpolDoc("np-a", "deny", `podSelector: {}
+  policyTypes: [Ingress]`))
+		c.expectReach(t, reach{"np-a/client-a", server, false}, reach{"np-b/client-b", server, false},
+			reach{"np-b/other-b", "udp:" + serverUDP, false})
+		// The kubelet's probes come from the node: still allowed.
+		time.Sleep(3 * time.Second)
+		if p := c.netpolPod(t, "np-a", "server"); !podReady(p) {
+			t.Errorf("server is not Ready under default deny: its readiness probe was dropped")
+		}
+	})
+	t.Run("AllowByPodSelector", func(t *testing.T) {
+		defer reset(t)
+		apply(t, "pods", netpolDoc("np-a", "from-clients", `podSelector: {matchLabels: {app: server}}
+  ingress: [{from: [{podSelector: {matchLabels: {app: client}}}]}]`))
+		// client-b carries the label too, but in another namespace.
+		c.expectReach(t, reach{"np-a/client-a", server, true}, reach{"np-b/client-b", server, false})
+	})
+	t.Run("AllowByNamespaceSelector", func(t *testing.T) {
+		defer reset(t)
+		apply(t, "ns", netpolDoc("np-a", "from-blue-clients", `podSelector: {matchLabels: {app: server}}
+  ingress: [{from: [{namespaceSelector: {matchLabels: {team: blue}}, podSelector: {matchLabels: {app: client}}}]}]`))
+		c.expectReach(t, reach{"np-b/client-b", server, true}, reach{"np-b/other-b", server, false},
+			reach{"np-a/client-a", server, false})
+	})
+	t.Run("AllowByIPBlockWithExcept", func(t *testing.T) {
+		defer reset(t)
+		apply(t, "cidr", netpolDoc("np-a", "cidr", fmt.Sprintf(`podSelector: {matchLabels: {app: server}}
+  ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/8, except: [%s/32]}}]}]`, ips["client-b"])))
+		c.expectReach(t, reach{"np-a/client-a", server, true}, reach{"np-b/other-b", server, true},
+			reach{"np-b/client-b", server, false})
+	})
+	t.Run("AllowByPort", func(t *testing.T) {
+		defer reset(t)
+		apply(t, "ports", netpolDoc("np-a", "named", `podSelector: {matchLabels: {app: server}}
+  ingress: [{ports: [{port: http}]}]`))
+		c.expectReach(t, reach{"np-b/client-b", server, true}, reach{"np-b/client-b", "udp:" + serverUDP, false})
+		apply(t, "range", netpolDoc("np-a", "udp-range", `podSelector: {matchLabels: {app: server}}
+  ingress: [{ports: [{protocol: UDP, port: 9000, endPort: 9001}]}]`))
+		c.expectReach(t, reach{"np-b/client-b", "udp:" + serverUDP, true}, reach{"np-b/client-b", server, true})
+		c.MustKubectl("delete", "networkpolicy", "-n", "np-a", "named")
+		c.expectReach(t, reach{"np-b/client-b", server, false}, reach{"np-b/client-b", "udp:" + serverUDP, true})
+	})
+	t.Run("ClusterIPJudgedByBackend", func(t *testing.T) {
+		defer reset(t)
+		apply(t, "svc", netpolDoc("np-a", "from-a", `podSelector: {matchLabels: {app: server}}
+  ingress: [{from: [{podSelector: {}}]}]`))
+		url := "http://" + clusterIP + "/"
+		c.expectReach(t, reach{"np-a/client-a", url, true}, reach{"np-b/client-b", url, false})
+	})
+	t.Run("RepliesPass", func(t *testing.T) {
+		defer reset(t)
+		// The server may send nothing of its own; answers still go out.
+		apply(t, "replies", netpolDoc("np-a", "isolated", `podSelector: {matchLabels: {app: server}}
+  policyTypes: [Ingress, Egress]
+  ingress: [{}]`))
+		c.expectReach(t, reach{"np-b/client-b", server, true}, reach{"np-a/server", "http://" + ips["other-b"] + ":8080/", false})
+	})
+	t.Run("EgressWithDNS", func(t *testing.T) {
+		defer reset(t)
+		// Through DNS and the Service's ClusterIP (port 80).
+		byName := "http://server.np-a.svc.cluster.local/"
+		otherB := "http://" + ips["other-b"] + ":8080/"
+		apply(t, "egress", netpolDoc("np-b", "only-server", `podSelector: {matchLabels: {app: client}}
+  policyTypes: [Egress]
+  egress: [{to: [{namespaceSelector: {matchLabels: {team: red}}, podSelector: {matchLabels: {app: server}}}]}]`))
+		// No DNS rule: the name does not resolve; the address still works.
+		c.expectReach(t, reach{"np-b/client-b", byName, false}, reach{"np-b/client-b", server, true},
+			reach{"np-b/client-b", otherB, false}, reach{"np-b/other-b", byName, true})
+		apply(t, "dns-port", netpolDoc("np-b", "dns-port", `podSelector: {}
+  policyTypes: [Egress]
+  egress: [{ports: [{protocol: UDP, port: 53}, {protocol: TCP, port: 53}]}]`))
+		c.expectReach(t, reach{"np-b/client-b", byName, true}, reach{"np-b/client-b", otherB, false})
+		c.MustKubectl("delete", "networkpolicy", "-n", "np-b", "dns-port")
+		apply(t, "dns-ns", netpolDoc("np-b", "dns-kube-system", `podSelector: {}
+  policyTypes: [Egress]
+  egress: [{to: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: kube-system}}}], ports: [{protocol: UDP, port: 53}]}]`))
+		c.expectReach(t, reach{"np-b/client-b", byName, true}, reach{"np-b/client-b", otherB, false})
+	})
+	t.Run("RemovingPoliciesRestoresAccess", func(t *testing.T) {
+		apply(t, "deny-all", netpolDoc("np-a", "deny-all", `podSelector: {}
+  policyTypes: [Ingress, Egress]`))
+		c.expectReach(t, reach{"np-b/client-b", server, false})
+		reset(t)
+		c.expectReach(t, reach{"np-b/client-b", server, true}, reach{"np-a/client-a", server, true},
+			reach{"np-b/other-b", "udp:" + serverUDP, true})
+	})
+}
+
+func netpolPod(ns, name, node, app string) string {
+	return fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: %s, namespace: %s, labels: {app: %s}}
+spec:
+  nodeName: %s
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: echo
+    image: skiff.local/echo:v1
+    imagePullPolicy: IfNotPresent
+    ports: [{containerPort: 8080, name: http}, {containerPort: 9001, name: udp-echo, protocol: UDP}]
+    env:
+    - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+    - {name: POD_NAMESPACE, valueFrom: {fieldRef: {fieldPath: metadata.namespace}}}
+    readinessProbe:
+      httpGet: {path: /healthz, port: http}
+      periodSeconds: 1
+---
+`, name, ns, app, node)
+}
+
+func netpolDoc(ns, name, spec string) string {
+	return fmt.Sprintf(`apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: %s, namespace: %s}
+spec:
+  %s
+`, name, ns, spec)
+}
+
+func (c *Cluster) netpolPod(t *testing.T, ns, name string) *corev1.Pod {
+	t.Helper()
+	p, err := c.Client().CoreV1().Pods(ns).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// waitNetpolPod waits for the pod to be Ready and returns its address.
+func (c *Cluster) waitNetpolPod(t *testing.T, ns, name string) string {
+	t.Helper()
+	var p *corev1.Pod
+	if err := poll(3*time.Minute, func() bool {
+		var err error
+		p, err = c.Client().CoreV1().Pods(ns).Get(context.Background(), name, metav1.GetOptions{})
+		return err == nil && podReady(p)
+	}); err != nil {
+		desc, _ := c.Kubectl("describe", "pod", "-n", ns, name)
+		t.Fatalf("pod %s/%s not ready: %v\n%s", ns, name, err, desc)
+	}
+	return p.Status.PodIP
+}
+
+// reach is one expectation: from a pod (namespace/name), a request to
+// target (an http:// URL, or udp:HOST:PORT) is answered or not.
+type reach struct {
+	from, target string
+	want         bool
+}
+
+func (c *Cluster) try(r reach) (bool, string) {
+	ns, pod, _ := strings.Cut(r.from, "/")
+	args := []string{"exec", "-n", ns, pod, "--", "/echo", "get", r.target, "1"}
+	if addr, ok := strings.CutPrefix(r.target, "udp:"); ok {
+		args = []string{"exec", "-n", ns, pod, "--", "/echo", "udp", addr, "1"}
+	}
+	out, err := c.Kubectl(args...)
+	return err == nil, out
+}
+
+// expectReach checks the expectations concurrently, each retried until it
+// holds for up to 20 s: a policy change takes effect within a second, but
+// the API, the informers and kubectl exec add their own latency.
+func (c *Cluster) expectReach(t *testing.T, rs ...reach) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make([]string, len(rs))
+	for i, r := range rs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var out string
+			deadline := time.Now().Add(20 * time.Second)
+			for {
+				var ok bool
+				ok, out = c.try(r)
+				if ok == r.want {
+					return
+				}
+				if time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(500 * time.Millisecond)
+			}
+			verb := map[bool]string{true: "reach", false: "be refused"}[r.want]
+			errs[i] = fmt.Sprintf("%s should %s %s; last attempt: %s", r.from, verb, r.target, strings.TrimSpace(out))
+		}()
+	}
+	wg.Wait()
+	for _, e := range errs {
+		if e != "" {
+			t.Error(e)
+		}
+	}
+	if t.Failed() {
+		np, _ := c.Kubectl("get", "networkpolicy", "-A", "-o", "wide")
+		t.Logf("policies:\n%s", np)
+		for _, n := range c.Nodes {
+			out, _ := n.Exec(c.Bin, "agent", "policy", "--node-name", n.Name)
+			t.Logf("skiff agent policy on %s:\n%s", n.Name, out)
+		}
+	}
+}
