@@ -53,9 +53,10 @@ func summarize(reports []string, took time.Duration) (summary, error) {
 		var secs float64
 		for _, suite := range j.Suites {
 			for _, tc := range suite.Cases {
-				// Suite set-up nodes ("[SynchronizedBeforeSuite]", ...) count
-				// only when they fail: then no test after them could run.
-				setup := strings.HasPrefix(tc.Name, "[") && !strings.HasPrefix(tc.Name, "[sig-")
+				// Tests are "[It] ..."; suite set-up nodes
+				// ("[SynchronizedBeforeSuite]", ...) count only when they
+				// fail: then no test after them could run.
+				setup := !strings.HasPrefix(tc.Name, "[It] ")
 				switch {
 				case tc.Failure != nil || tc.Status == "failed" || tc.Status == "panicked" || tc.Status == "timedout":
 					failed++

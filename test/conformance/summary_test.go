@@ -17,7 +17,7 @@ func TestSummarize(t *testing.T) {
 	text := s.String()
 	for _, want := range []string{
 		"conformance: 1 passed, 1 failed, 2 skipped\n",
-		"- [sig-network] Services should be able to up and down services: service verification failed for: 10.96.0.12\n",
+		"- [It] [sig-network] Services should be able to up and down services: service verification failed for: 10.96.0.12\n",
 		"- junit: 1 passed, 1 failed",
 	} {
 		if !strings.Contains(text, want) {

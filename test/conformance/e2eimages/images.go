@@ -37,10 +37,11 @@ const (
 	nginxBin      = "/usr/sbin/nginx"
 	stressBin     = "/usr/bin/stress"
 	getentBin     = "/usr/bin/getent" // libc-bin: the DNS tests check /etc/hosts with it
+	wgetBin       = "/usr/bin/wget"
 )
 
 // Packages are the Debian packages the images are made from.
-var Packages = []string{"busybox-static", "curl", "dnsutils", "bash", "netcat-openbsd", "nginx", "stress"}
+var Packages = []string{"busybox-static", "bash", "wget", "curl", "dnsutils", "netcat-openbsd", "nginx", "stress"}
 
 // RepoList maps every registry the e2e tests name to one under registry,
 // as KUBE_TEST_REPO_LIST does; the invalid and private registries stay as
@@ -130,7 +131,8 @@ func Build(p Programs) (map[imageutils.ImageID]v1.Image, error) {
 }
 
 // busybox is the base of most images: busybox-static with every applet
-// linked in place, and the users and groups the tests expect.
+// linked in place, bash as the shell, and the users and groups the tests
+// expect.
 func busybox() (*Rootfs, error) {
 	r := NewRootfs()
 	if err := r.Copy(busyboxStatic, "/bin/busybox"); err != nil {
@@ -145,6 +147,15 @@ func busybox() (*Rootfs, error) {
 			r.Symlink(applet, "/bin/busybox")
 		}
 	}
+	// Debian's busybox ash runs its own applets before looking at PATH, and
+	// its wget crashes with -T (the tests' timeout flag): bash is the
+	// shell, so the real programs below stand in front of the applets.
+	for _, prog := range []string{bashBin, wgetBin} {
+		if err := r.Program(prog, prog); err != nil {
+			return nil, err
+		}
+	}
+	r.Symlink("/bin/sh", "bash")
 	r.File("/etc/passwd", []byte("root:x:0:0:root:/root:/bin/sh\n"+
 		"nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"+
 		"nginx:x:101:101:nginx:/nonexistent:/bin/false\n"+
@@ -156,7 +167,7 @@ func busybox() (*Rootfs, error) {
 }
 
 // agnhostRoot is upstream's agnhost image: the agnhost binary on a shell
-// with the network tools its tests run (curl, dig, nc, bash, getent).
+// with the network tools its tests run (curl, dig, nc, getent).
 func agnhostRoot(base *Rootfs, agnhost string) (*Rootfs, error) {
 	r := base.Clone()
 	if err := r.Copy(agnhost, "/agnhost"); err != nil {
@@ -165,7 +176,7 @@ func agnhostRoot(base *Rootfs, agnhost string) (*Rootfs, error) {
 	r.Symlink("/agnhost-2", "agnhost")
 	r.Dir("/uploads", 0o777)
 	for _, prog := range [][2]string{{curlBin, "/usr/bin/curl"}, {digBin, "/usr/bin/dig"},
-		{nslookupBin, "/usr/bin/nslookup"}, {bashBin, "/bin/bash"}, {ncBin, "/usr/bin/nc"}, {getentBin, "/usr/bin/getent"}} {
+		{nslookupBin, "/usr/bin/nslookup"}, {ncBin, "/usr/bin/nc"}, {getentBin, "/usr/bin/getent"}} {
 		if err := r.Program(prog[0], prog[1]); err != nil {
 			return nil, err
 		}
