@@ -63,7 +63,7 @@ eBPF service load balancing, cluster DNS and ingress proxy.`,
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "where to serve Prometheus metrics (default NODE_IP:10249)")
 	f.BoolVar(&debug, "debug", false, "print the kubelet's logs to stderr instead of DATA/logs")
 	f.IntVarP(&verbosity, "v", "v", 0, "log verbosity of the kubelet")
-	cmd.AddCommand(newServicesCommand(), newPolicyCommand())
+	cmd.AddCommand(newServicesCommand(), newPolicyCommand(), newFlowsCommand())
 	return cmd
 }
 
