@@ -35,6 +35,10 @@ func TokenClient(node kubernetes.Interface, base *rest.Config, namespace, secret
 		}
 		cfg := rest.AnonymousClientConfig(base)
 		cfg.BearerToken = string(token)
+		// Every address costs a few requests per retry period; client-go's
+		// default limit (5/s) would delay renewals past their deadline and
+		// make releases fail, so the limit is the API server's to enforce.
+		cfg.QPS, cfg.Burst = 200, 400
 		return kubernetes.NewForConfig(cfg)
 	}
 }
