@@ -100,7 +100,7 @@ UPSTREAM := cd test/conformance/upstream && CGO_ENABLED=0 $(GO) build -trimpath 
 conformance-tools: images
 	@mkdir -p $(CONFORMANCE)
 	@echo "building upstream's e2e.test, ginkgo and test image programs (Kubernetes $(KUBE_VERSION); the first build takes 10-20 minutes)"
-	cd test/conformance/upstream && CGO_ENABLED=0 $(GO) test -c -trimpath -ldflags '$(LDFLAGS)' -o $(CURDIR)/$(CONFORMANCE)/e2e.test k8s.io/kubernetes/test/e2e
+	cd test/conformance/upstream && CGO_ENABLED=0 $(GO) test -c -vet=off -trimpath -ldflags '$(LDFLAGS)' -o $(CURDIR)/$(CONFORMANCE)/e2e.test k8s.io/kubernetes/test/e2e
 	$(UPSTREAM) -o $(CURDIR)/$(CONFORMANCE)/ github.com/onsi/ginkgo/v2/ginkgo k8s.io/kubernetes/test/images/agnhost \
 	  k8s.io/kubernetes/test/images/nonewprivs k8s.io/kubernetes/test/images/resource-consumer \
 	  k8s.io/kubernetes/test/images/resource-consumer/consume-cpu k8s.io/sample-apiserver
