@@ -119,16 +119,19 @@ func (t Target) copySelf() error {
 // agent looks for in their directory next to skiff.
 func copyRuntime(from, to string) error {
 	src := filepath.Join(from, containerd.BundleDir)
-	files, err := filepath.Glob(filepath.Join(src, "[!.]*"))
-	if err != nil || len(files) == 0 {
-		return fmt.Errorf("containerd and runc in %s: not there (make build puts them next to skiff)", src)
+	entries, err := os.ReadDir(src)
+	if err != nil {
+		return fmt.Errorf("containerd and runc in %s: %w (make build puts them next to skiff)", src, err)
 	}
-	for _, f := range files {
-		data, err := os.ReadFile(f)
+	for _, e := range entries {
+		if !e.Type().IsRegular() || strings.HasPrefix(e.Name(), ".") { // .stamp is the build's
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(src, e.Name()))
 		if err != nil {
 			return err
 		}
-		if err := write(filepath.Join(to, containerd.BundleDir, filepath.Base(f)), data, 0o755); err != nil {
+		if err := write(filepath.Join(to, containerd.BundleDir, e.Name()), data, 0o755); err != nil {
 			return err
 		}
 	}

@@ -80,7 +80,7 @@ func TestUninstall(t *testing.T) {
 	// What the checks below look for is there while the node runs, so
 	// they can fail.
 	running := strings.Join(leftovers(t, c, n, mnt, baseline, data, true), "\n")
-	for _, want := range []string{"mount /run/skiff/" + n.Name + "/", "mount " + data + "/", "file /run/containerd/s/",
+	for _, want := range []string{"mount /run/skiff/" + n.Name + "/", "mount " + data + "/", "file /run/skiff/" + n.Name + "/s/",
 		"file /var/lib/kubelet/device-plugins/kubelet.sock", "file /var/log/containers/", "file /run/netns/cni-",
 		"pinned BPF link " + bpffs + "/skiff/" + n.Name + "/", "pinned BPF map", "link sk", "nftables table", "cgroup "} {
 		if !strings.Contains(running, want) {
