@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -48,6 +49,15 @@ spec:
   selector: {app: server}
   ports: [{name: http, port: 80, targetPort: http}]
 ---
+apiVersion: v1
+kind: Service
+metadata: {name: server-local, namespace: np-a}
+spec:
+  type: NodePort
+  externalTrafficPolicy: Local
+  selector: {app: server}
+  ports: [{name: http, port: 80, targetPort: http}]
+---
 `+netpolPod("np-a", "server", n0, "server")+netpolPod("np-a", "client-a", n1, "client")+
 		netpolPod("np-b", "client-b", n1, "client")+netpolPod("np-b", "other-b", n0, "other"))
 	ips := map[string]string{}
@@ -74,10 +84,30 @@ spec:
   policyTypes: [Ingress]`))
 		c.expectReach(t, reach{"np-a/client-a", server, false}, reach{"np-b/client-b", server, false},
 			reach{"np-b/other-b", "udp:" + serverUDP, false})
+		// The denied flows stream while a client is refused.
+		flows := make(chan string, 1)
+		go func() {
+			out, _ := c.Nodes[0].Exec("timeout", "8", c.Bin, "agent", "flows", "--denied", "--node-name", n0)
+			flows <- out
+		}()
+		time.Sleep(time.Second)
+		c.expectReach(t, reach{"np-b/client-b", server, false})
 		// The kubelet's probes come from the node: still allowed.
-		time.Sleep(3 * time.Second)
+		time.Sleep(2 * time.Second)
 		if p := c.netpolPod(t, "np-a", "server"); !podReady(p) {
 			t.Errorf("server is not Ready under default deny: its readiness probe was dropped")
+		}
+		if out := <-flows; !strings.Contains(out, "denied ingress tcp  "+ips["client-b"]) || !strings.Contains(out, ips["server"]+":8080") {
+			t.Errorf("skiff agent flows --denied does not show %s -> %s:8080:\n%s", ips["client-b"], ips["server"], out)
+		}
+		out, err := c.Nodes[0].Exec(c.Bin, "agent", "policy", "--node-name", n0)
+		if err != nil || !strings.Contains(out, "np-a/server") || !strings.Contains(out, "np-a/deny") {
+			t.Errorf("skiff agent policy on %s does not list np-a/server under np-a/deny (%v):\n%s", n0, err, out)
+		}
+		metrics, _ := c.Nodes[0].Exec("curl", "-sS", "--max-time", "5", "http://"+c.Nodes[0].IP+":10249/metrics")
+		if !strings.Contains(metrics, `skiff_netpol_dropped_packets_total{direction="ingress"}`) ||
+			strings.Contains(metrics, `skiff_netpol_dropped_packets_total{direction="ingress"} 0`) {
+			t.Errorf("the node's metrics count no ingress drops:\n%s", grepLines(metrics, "skiff_netpol"))
 		}
 	})
 	t.Run("AllowByPodSelector", func(t *testing.T) {
@@ -100,6 +130,24 @@ spec:
   ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/8, except: [%s/32]}}]}]`, ips["client-b"])))
 		c.expectReach(t, reach{"np-a/client-a", server, true}, reach{"np-b/other-b", server, true},
 			reach{"np-b/client-b", server, false})
+	})
+	t.Run("NodePortClientByIPBlock", func(t *testing.T) {
+		// externalTrafficPolicy Local keeps the client's address.
+		defer reset(t)
+		echo := filepath.Join(filepath.Dir(c.Bin), "bin", "echo-v1")
+		port := strings.TrimSpace(c.MustKubectl("get", "service", "-n", "np-a", "server-local", "-o", "jsonpath={.spec.ports[0].nodePort}"))
+		url := fmt.Sprintf("http://%s:%s/", c.Nodes[0].IP, port)
+		fromOutside := func() bool { _, err := c.ClientExec(echo, "get", url, "1"); return err == nil }
+		apply(t, "outside", netpolDoc("np-a", "outside", fmt.Sprintf(`podSelector: {matchLabels: {app: server}}
+  ingress: [{from: [{ipBlock: {cidr: %s/32}}]}]`, clientIP)))
+		if err := poll(20*time.Second, fromOutside); err != nil {
+			t.Errorf("the client %s is refused at %s though an ipBlock allows it", clientIP, url)
+		}
+		apply(t, "outside", netpolDoc("np-a", "outside", fmt.Sprintf(`podSelector: {matchLabels: {app: server}}
+  ingress: [{from: [{ipBlock: {cidr: %s, except: [%s/32]}}]}]`, netip.MustParsePrefix(clientIP+"/24").Masked(), clientIP)))
+		if err := poll(20*time.Second, func() bool { return !fromOutside() }); err != nil {
+			t.Errorf("the client %s reaches %s though the ipBlock excepts it", clientIP, url)
+		}
 	})
 	t.Run("AllowByPort", func(t *testing.T) {
 		defer reset(t)
@@ -272,4 +320,14 @@ func (c *Cluster) expectReach(t *testing.T, rs ...reach) {
 			t.Logf("skiff agent policy on %s:\n%s", n.Name, out)
 		}
 	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
