@@ -60,6 +60,7 @@ type Controller struct {
 	metrics  *metrics
 
 	attached []string // host veths with programs, sorted
+	missing  []string // local pods without a veth at the last sync, sorted
 	lastErr  string
 }
 
@@ -219,11 +220,14 @@ func (c *Controller) attach(eps map[netip.Addr]*model.Endpoint) error {
 		}
 		c.attached = names
 	}
-	if missing != nil {
+	slices.Sort(missing)
+	if missing != nil && !slices.Equal(missing, c.missing) {
 		// A pod's veth goes before its object (terminating pods), and
-		// rarely comes after its address is reported: look again soon.
+		// rarely comes after its address is reported: look again soon,
+		// once per new set of such pods (the periodic sync does the rest).
 		c.log.Debug("no host veth for pods", "pods", missing)
 		c.queue.AddAfter(syncKey, time.Second)
 	}
+	c.missing = missing
 	return nil
 }
