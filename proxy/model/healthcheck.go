@@ -23,7 +23,7 @@ func HealthCheck(svc *v1.Service, eps []*discoveryv1.EndpointSlice, node string)
 	}
 	seen := map[netip.Addr]bool{}
 	for _, s := range eps {
-		if s.AddressType != discoveryv1.AddressTypeIPv4 {
+		if s.AddressType != discoveryv1.AddressTypeIPv4 || ignoredLabels(s.Labels) {
 			continue
 		}
 		for _, e := range s.Endpoints {

@@ -118,9 +118,14 @@ const LabelServiceProxyName = "service.kubernetes.io/service-proxy-name"
 // Ignored says whether svc is labelled for another service proxy or as
 // headless: kube-proxy's informers filter such Services out, and upstream's
 // e2e tests check that they are not reachable.
-func Ignored(svc *v1.Service) bool {
-	_, other := svc.Labels[LabelServiceProxyName]
-	_, headless := svc.Labels[v1.IsHeadlessService]
+func Ignored(svc *v1.Service) bool { return ignoredLabels(svc.Labels) }
+
+// ignoredLabels applies kube-proxy's label selector, which filters
+// EndpointSlices too: a slice labelled headless (or for another proxy)
+// contributes no endpoints.
+func ignoredLabels(l map[string]string) bool {
+	_, other := l[LabelServiceProxyName]
+	_, headless := l[v1.IsHeadlessService]
 	return other || headless
 }
 
@@ -239,7 +244,7 @@ func endpoints(eps []*discoveryv1.EndpointSlice, sp v1.ServicePort, node string)
 	seen := map[netip.AddrPort]bool{}
 	var all []endpoint
 	for _, s := range eps {
-		if s.AddressType != discoveryv1.AddressTypeIPv4 {
+		if s.AddressType != discoveryv1.AddressTypeIPv4 || ignoredLabels(s.Labels) {
 			continue
 		}
 		port, ok := slicePort(s, sp)

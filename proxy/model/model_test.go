@@ -127,6 +127,16 @@ func TestService(t *testing.T) {
 		svc:    service("web", func(s *v1.Service) { s.Labels = map[string]string{LabelServiceProxyName: "foo-bar"} }),
 		slices: []*discoveryv1.EndpointSlice{slice("web", 8080, "http", "10.1.0.2@n1")},
 	}, {
+		name: "an EndpointSlice labelled headless adds no endpoints",
+		svc:  service("web"),
+		slices: []*discoveryv1.EndpointSlice{slice("web", 8080, "http", "10.1.0.2@n1"), func() *discoveryv1.EndpointSlice {
+			s := slice("web", 8080, "http", "10.2.0.2@n2")
+			s.Name += "-custom"
+			s.Labels[v1.IsHeadlessService] = ""
+			return s
+		}()},
+		want: []string{"internal ClusterIP 10.96.0.10:80/TCP -> [10.1.0.2:8080]"},
+	}, {
 		name:   "a Service labelled headless is left alone",
 		svc:    service("web", func(s *v1.Service) { s.Labels = map[string]string{v1.IsHeadlessService: ""} }),
 		slices: []*discoveryv1.EndpointSlice{slice("web", 8080, "http", "10.1.0.2@n1")},
