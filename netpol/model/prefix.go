@@ -56,6 +56,14 @@ type grant struct {
 // that hold it. Entries equal to the nearest shorter one are dropped, so
 // a pod inside an allowed block costs nothing.
 func flatten(grants []grant, podIPs []netip.Addr) []Entry {
+	if !slices.ContainsFunc(grants, func(g grant) bool { return g.block != nil }) {
+		return flattenPods(grants)
+	}
+	return flattenPrefixes(grants, podIPs)
+}
+
+// flattenPrefixes is flatten in general: blocks, excepts and pods.
+func flattenPrefixes(grants []grant, podIPs []netip.Addr) []Entry {
 	bounds := map[netip.Prefix]bool{}
 	byPod := map[netip.Addr][]*grant{}
 	var blocks []*grant
@@ -100,6 +108,23 @@ func flatten(grants []grant, podIPs []netip.Addr) []Entry {
 		sets[p] = s
 	}
 	return compress(sets)
+}
+
+// flattenPods is flatten for grants of single pods only (selector peers,
+// the usual case): disjoint /32s, no holes.
+func flattenPods(grants []grant) []Entry {
+	sets := make(map[netip.Addr]PortSet, len(grants))
+	for _, g := range grants {
+		sets[g.pod] = sets[g.pod].Union(g.ports)
+	}
+	out := make([]Entry, 0, len(sets))
+	for ip, s := range sets {
+		if !s.Empty() {
+			out = append(out, Entry{Prefix: netip.PrefixFrom(ip, 32), Ports: s})
+		}
+	}
+	slices.SortFunc(out, func(a, b Entry) int { return a.Prefix.Addr().Compare(b.Prefix.Addr()) })
+	return out
 }
 
 // compress keeps the entries that differ from what the nearest shorter

@@ -39,3 +39,23 @@ func TestPortSet(t *testing.T) {
 		t.Errorf("every TCP port renders %q", got)
 	}
 }
+
+// The shortcut for pod-only grants says what the general path says.
+func TestFlattenPodsShortcut(t *testing.T) {
+	tcp := func(p uint16) PortSet { return PortSet{Ranges: []PortRange{{ProtoTCP, p, p}}} }
+	var grants []grant
+	for i := range 50 {
+		ip := netip.AddrFrom4([4]byte{10, 244, byte(i % 7), byte(i % 11)})
+		ports := tcp(uint16(8000 + i%3))
+		switch i % 5 {
+		case 0:
+			ports = AnyPort
+		case 1:
+			ports = PortSet{}
+		}
+		grants = append(grants, grant{pod: ip, ports: ports})
+	}
+	if a, b := fmt.Sprint(flattenPods(grants)), fmt.Sprint(flattenPrefixes(grants, nil)); a != b {
+		t.Errorf("shortcut\n %s\ngeneral\n %s", a, b)
+	}
+}
