@@ -36,6 +36,9 @@ func (a *Agent) startDataPlane(ctx context.Context, client kubernetes.Interface,
 	if err := a.startAnnouncer(ctx, client, kubeconfig, factory, done); err != nil {
 		return err
 	}
+	if err := a.startNetworkPolicy(ctx, factory, done); err != nil {
+		return err
+	}
 	factory.Start(ctx.Done())
 	a.startServing(ctx, kubeconfig)
 	return nil
