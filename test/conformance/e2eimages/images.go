@@ -68,7 +68,7 @@ func Build(p Programs) (map[imageutils.ImageID]v1.Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	agn, err := agnhostRoot(base, p.Agnhost)
+	agn, err := agnhostRoot(base, p)
 	if err != nil {
 		return nil, err
 	}
@@ -167,10 +167,16 @@ func busybox() (*Rootfs, error) {
 }
 
 // agnhostRoot is upstream's agnhost image: the agnhost binary on a shell
-// with the network tools its tests run (curl, dig, nc, getent).
-func agnhostRoot(base *Rootfs, agnhost string) (*Rootfs, error) {
-	r := base.Clone()
-	if err := r.Copy(agnhost, "/agnhost"); err != nil {
+// with the network tools its tests run (curl, dig, nc, getent), and the
+// certificate its porter serves TLS with.
+func agnhostRoot(base *Rootfs, p Programs) (*Rootfs, error) {
+	porter := filepath.Join(p.KubernetesSource, "test/images/agnhost/porter")
+	r, err := withFiles(base, map[string]string{
+		"/agnhost":       p.Agnhost,
+		"/localhost.crt": filepath.Join(porter, "localhost.crt"),
+		"/localhost.key": filepath.Join(porter, "localhost.key"),
+	})
+	if err != nil {
 		return nil, err
 	}
 	r.Symlink("/agnhost-2", "agnhost")
