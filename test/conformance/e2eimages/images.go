@@ -101,6 +101,8 @@ func Build(p Programs) (map[imageutils.ImageID]v1.Image, error) {
 		})
 		steps = append(steps, add(pic.id, r, v1.Config{Entrypoint: []string{"/agnhost"}, Cmd: []string{"test-webserver"}}, err))
 	}
+	dns, err := dnsRoot(base)
+	steps = append(steps, add(imageutils.GlibcDnsTesting, dns, v1.Config{Cmd: []string{"sh"}}, err))
 	ng, err := nginxRoot(base)
 	ngCfg := v1.Config{Cmd: []string{"nginx", "-g", "daemon off;"}, ExposedPorts: map[string]struct{}{"80/tcp": {}}}
 	steps = append(steps, add(imageutils.Nginx, ng, ngCfg, err), add(imageutils.NginxNew, ng, ngCfg, err))
@@ -190,6 +192,18 @@ func agnhostRoot(base *Rootfs, p Programs) (*Rootfs, error) {
 	// curl checks certificates against the system bundle when asked to.
 	if err := r.Copy("/etc/ssl/certs/ca-certificates.crt", "/etc/ssl/certs/ca-certificates.crt"); err != nil {
 		return nil, err
+	}
+	return r, nil
+}
+
+// dnsRoot is the glibc-dns-testing image: Debian's dig and glibc's getent,
+// the resolver tools the DNS tests compare with agnhost's.
+func dnsRoot(base *Rootfs) (*Rootfs, error) {
+	r := base.Clone()
+	for _, prog := range []string{digBin, nslookupBin, getentBin} {
+		if err := r.Program(prog, prog); err != nil {
+			return nil, err
+		}
 	}
 	return r, nil
 }
