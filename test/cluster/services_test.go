@@ -18,7 +18,7 @@ import (
 // hooks pick a backend.
 func TestServiceLoadBalancing(t *testing.T) {
 	c := Start(t, Options{Nodes: 3, WaitReady: true})
-	c.MustKubectl("apply", "-f", "testdata/echo.yaml", "-f", "testdata/services.yaml")
+	c.MustKubectl("apply", "-f", "testdata/echo.yaml", "-f", "testdata/services.yaml", "-f", "testdata/services-labels.yaml")
 	c.WaitRollout(t, "deployment/echo")
 	ip := c.ClusterIP(t, "echo")
 	c.waitBackends(t, ip, 3)
@@ -106,6 +106,8 @@ func TestServiceLoadBalancing(t *testing.T) {
 			}
 		}
 	})
+	t.Run("ServiceProxyLabels", func(t *testing.T) { testServiceProxyLabels(t, c, echo) })
+	t.Run("PublishNotReadyAddresses", func(t *testing.T) { testPublishNotReadyAddresses(t, c, echo) })
 	t.Run("NoEndpointsRefused", func(t *testing.T) {
 		c.MustKubectl("scale", "deployment/echo", "--replicas=0")
 		if err := poll(60*time.Second, func() bool { return c.readyEndpoints(t, "echo") == 0 && c.endpoints(t, "echo") == 0 }); err != nil {
