@@ -11,6 +11,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -137,7 +138,7 @@ func agentRBAC(ctx context.Context, client kubernetes.Interface, _ Config) error
 			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
 		},
 	}
-	if err := create(client.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{})); err != nil {
+	if err := reconcileRole(ctx, client, role); err != nil {
 		return err
 	}
 	crb := &rbacv1.ClusterRoleBinding{
@@ -146,6 +147,27 @@ func agentRBAC(ctx context.Context, client kubernetes.Interface, _ Config) error
 		Subjects:   []rbacv1.Subject{{Kind: rbacv1.GroupKind, APIGroup: rbacv1.GroupName, Name: "system:nodes"}},
 	}
 	return create(client.RbacV1().ClusterRoleBindings().Create(ctx, crb, metav1.CreateOptions{}))
+}
+
+// reconcileRole creates role, or brings an existing one's rules up to date:
+// a cluster made by an older Skiff keeps working after an upgrade whose
+// agents read more (as upstream reconciles its bootstrap roles).
+func reconcileRole(ctx context.Context, client kubernetes.Interface, role *rbacv1.ClusterRole) error {
+	roles := client.RbacV1().ClusterRoles()
+	_, err := roles.Create(ctx, role, metav1.CreateOptions{})
+	if !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	cur, err := roles.Get(ctx, role.Name, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	if equality.Semantic.DeepEqual(cur.Rules, role.Rules) {
+		return nil
+	}
+	cur.Rules = role.Rules
+	_, err = roles.Update(ctx, cur, metav1.UpdateOptions{})
+	return err
 }
 
 func storageClass(ctx context.Context, client kubernetes.Interface, _ Config) error {
