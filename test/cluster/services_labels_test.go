@@ -62,15 +62,10 @@ func (c *Cluster) waitNoFrontend(t testing.TB, ip string) {
 	var last string
 	err := poll(30*time.Second, func() bool {
 		for _, n := range c.Nodes {
-			out, err := output(n.NS, "", c.Bin, "agent", "services", "--node-name", n.Name)
+			out, backends, err := c.frontends(n, ip)
 			last = n.Name + ":\n" + out
-			if err != nil {
+			if err != nil || len(backends) > 0 {
 				return false
-			}
-			for _, l := range strings.Split(out, "\n") {
-				if f := strings.Fields(l); len(f) >= 2 && strings.HasPrefix(f[1], ip+":") {
-					return false
-				}
 			}
 		}
 		return true

@@ -136,24 +136,15 @@ func (c *Cluster) waitBackends(t testing.TB, ip string, want int) {
 	var last string
 	err := poll(30*time.Second, func() bool {
 		for _, n := range c.Nodes {
-			out, err := output(n.NS, "", c.Bin, "agent", "services", "--node-name", n.Name)
+			out, backends, err := c.frontends(n, ip)
 			last = n.Name + ":\n" + out
-			if err != nil {
+			if err != nil || len(backends) == 0 {
 				return false
 			}
-			found := false
-			for _, l := range strings.Split(out, "\n") {
-				f := strings.Fields(l)
-				if len(f) < 2 || !strings.HasPrefix(f[1], ip+":") {
-					continue
-				}
-				found = true
-				if strings.Count(l, "=") != want {
+			for _, b := range backends {
+				if b != want {
 					return false
 				}
-			}
-			if !found {
-				return false
 			}
 		}
 		return true
@@ -161,6 +152,22 @@ func (c *Cluster) waitBackends(t testing.TB, ip string, want int) {
 	if err != nil {
 		t.Fatalf("the nodes' load balancers never held %d backends for %s; last seen on %s", want, ip, last)
 	}
+}
+
+// frontends reads node n's `skiff agent services` and returns it with the
+// number of backends of each frontend on ip.
+func (c *Cluster) frontends(n *Node, ip string) (string, []int, error) {
+	out, err := output(n.NS, "", c.Bin, "agent", "services", "--node-name", n.Name)
+	if err != nil {
+		return out, nil, err
+	}
+	var backends []int
+	for _, l := range strings.Split(out, "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && strings.HasPrefix(f[1], ip+":") {
+			backends = append(backends, strings.Count(l, "="))
+		}
+	}
+	return out, backends, nil
 }
 
 // checkSpread checks the lines of `echo get` output: all n requests
