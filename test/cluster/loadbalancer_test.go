@@ -322,8 +322,10 @@ func (c *Cluster) announcer(t testing.TB, addr string) *Node {
 		if err != nil || l.Spec.HolderIdentity == nil {
 			return false
 		}
+		// A released Lease has an empty holder; only a live node counts.
 		holder = *l.Spec.HolderIdentity
-		return c.node(holder) != nil && !c.node(holder).agent.hasExited()
+		n := c.nodeOrNil(holder)
+		return n != nil && !n.agent.hasExited()
 	})
 	if err != nil {
 		t.Fatalf("no live node holds the Lease of %s (holder %q)", addr, holder)

@@ -79,12 +79,20 @@ func (c *Cluster) PodPut(t testing.TB, pod, path, body string) {
 }
 
 func (c *Cluster) node(name string) *Node {
+	if n := c.nodeOrNil(name); n != nil {
+		return n
+	}
+	panic(fmt.Sprintf("no node %q in %s", name, strings.Join(c.nodeNames(), ",")))
+}
+
+// nodeOrNil is the node called name, or nil when the cluster has none.
+func (c *Cluster) nodeOrNil(name string) *Node {
 	for _, n := range c.Nodes {
 		if n.Name == name {
 			return n
 		}
 	}
-	panic(fmt.Sprintf("no node %q in %s", name, strings.Join(c.nodeNames(), ",")))
+	return nil
 }
 
 func (c *Cluster) nodeNames() []string {
