@@ -31,13 +31,14 @@ func findTools(dir string) (tools, error) {
 		programs: e2eimages.Programs{
 			Agnhost: in("agnhost"), Nonewprivs: in("nonewprivs"), Consumer: in("resource-consumer"),
 			ConsumeCPU: in("consume-cpu"), SampleAPIServer: in("sample-apiserver"), Etcd: in("etcd"), Pause: in("pause"),
+			Busybox: in("busybox"),
 		},
 	}
 	if t.kubectl == "" {
 		return t, errors.New("KUBECTL_BINARY is not set: point it at the kubectl of the Kubernetes version under test (make build writes _output/kubectl)")
 	}
 	p := t.programs
-	for _, f := range []string{t.e2eTest, t.ginkgo, t.kubectl, p.Agnhost, p.Nonewprivs, p.Consumer, p.ConsumeCPU, p.SampleAPIServer, p.Etcd, p.Pause} {
+	for _, f := range []string{t.e2eTest, t.ginkgo, t.kubectl, p.Agnhost, p.Nonewprivs, p.Consumer, p.ConsumeCPU, p.SampleAPIServer, p.Etcd, p.Pause, p.Busybox} {
 		if _, err := os.Stat(f); err != nil {
 			return t, fmt.Errorf("%w: run `make conformance`, which builds the upstream programs into %s", err, dir)
 		}

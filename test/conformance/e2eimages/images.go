@@ -21,6 +21,12 @@ var epoch = time.Unix(0, 0)
 // Kubernetes version under test, and where that code is.
 type Programs struct {
 	Agnhost, Nonewprivs, Consumer, ConsumeCPU, SampleAPIServer, Etcd, Pause string
+	// Busybox is Debian's dynamically linked busybox (package busybox,
+	// unpacked by `make conformance-tools`; it conflicts with the
+	// busybox-static Skiff's install uses). Its ash looks up PATH like
+	// upstream's busybox image does; busybox-static's ash runs its own
+	// applets first, and its wget crashes on -T, the tests' timeout flag.
+	Busybox string
 	// KubernetesSource is k8s.io/kubernetes's module directory: kitten and
 	// nautilus carry its pictures.
 	KubernetesSource string
@@ -28,20 +34,19 @@ type Programs struct {
 
 // Host programs (Debian packages) the images carry; Packages names them.
 const (
-	busyboxStatic = "/bin/busybox"
-	curlBin       = "/usr/bin/curl"
-	digBin        = "/usr/bin/dig"
-	nslookupBin   = "/usr/bin/nslookup"
-	bashBin       = "/bin/bash"
-	ncBin         = "/bin/nc.openbsd"
-	nginxBin      = "/usr/sbin/nginx"
-	stressBin     = "/usr/bin/stress"
-	getentBin     = "/usr/bin/getent" // libc-bin: the DNS tests check /etc/hosts with it
-	wgetBin       = "/usr/bin/wget"
+	curlBin     = "/usr/bin/curl"
+	digBin      = "/usr/bin/dig"
+	nslookupBin = "/usr/bin/nslookup"
+	bashBin     = "/bin/bash"
+	ncBin       = "/bin/nc.openbsd"
+	nginxBin    = "/usr/sbin/nginx"
+	stressBin   = "/usr/bin/stress"
+	getentBin   = "/usr/bin/getent" // libc-bin: the DNS tests check /etc/hosts with it
+	wgetBin     = "/usr/bin/wget"
 )
 
 // Packages are the Debian packages the images are made from.
-var Packages = []string{"busybox-static", "bash", "wget", "curl", "dnsutils", "netcat-openbsd", "nginx", "stress"}
+var Packages = []string{"bash", "wget", "curl", "dnsutils", "netcat-openbsd", "nginx", "stress"}
 
 // RepoList maps every registry the e2e tests name to one under registry,
 // as KUBE_TEST_REPO_LIST does; the invalid and private registries stay as
@@ -64,7 +69,7 @@ func RepoList(registry string) imageutils.RegistryList {
 // rest (node-perf, volume servers, Windows images) are not used by the
 // conformance tests.
 func Build(p Programs) (map[imageutils.ImageID]v1.Image, error) {
-	base, err := busybox()
+	base, err := busybox(p.Busybox)
 	if err != nil {
 		return nil, err
 	}
@@ -132,15 +137,16 @@ func Build(p Programs) (map[imageutils.ImageID]v1.Image, error) {
 	return out, nil
 }
 
-// busybox is the base of most images: busybox-static with every applet
-// linked in place, bash as the shell, and the users and groups the tests
-// expect.
-func busybox() (*Rootfs, error) {
+// busybox is the base of most images: busybox with every applet linked in
+// place and ash as /bin/sh, as upstream's images have it (tests compare its
+// error messages), GNU wget in front of the applet, bash beside it (the
+// agnhost image has it upstream), and the users and groups the tests expect.
+func busybox(bin string) (*Rootfs, error) {
 	r := NewRootfs()
-	if err := r.Copy(busyboxStatic, "/bin/busybox"); err != nil {
-		return nil, fmt.Errorf("%s (apt-get install busybox-static): %w", busyboxStatic, err)
+	if err := r.Program(bin, "/bin/busybox"); err != nil {
+		return nil, fmt.Errorf("busybox (make conformance-tools unpacks Debian's busybox package there): %w", err)
 	}
-	out, err := exec.Command(busyboxStatic, "--list-full").Output()
+	out, err := exec.Command(bin, "--list-full").Output()
 	if err != nil {
 		return nil, fmt.Errorf("busybox --list-full: %w", err)
 	}
@@ -149,15 +155,13 @@ func busybox() (*Rootfs, error) {
 			r.Symlink(applet, "/bin/busybox")
 		}
 	}
-	// Debian's busybox ash runs its own applets before looking at PATH, and
-	// its wget crashes with -T (the tests' timeout flag): bash is the
-	// shell, so the real programs below stand in front of the applets.
+	// Busybox's wget crashes with -T in Debian's build: GNU wget takes its
+	// place at /usr/bin/wget, which comes first in PATH.
 	for _, prog := range []string{bashBin, wgetBin} {
 		if err := r.Program(prog, prog); err != nil {
 			return nil, err
 		}
 	}
-	r.Symlink("/bin/sh", "bash")
 	r.File("/etc/passwd", []byte("root:x:0:0:root:/root:/bin/sh\n"+
 		"nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"+
 		"nginx:x:101:101:nginx:/nonexistent:/bin/false\n"+
