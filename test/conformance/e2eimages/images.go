@@ -3,6 +3,7 @@ package e2eimages
 import (
 	"fmt"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -151,9 +152,13 @@ func busybox(bin string) (*Rootfs, error) {
 		return nil, fmt.Errorf("busybox --list-full: %w", err)
 	}
 	for _, applet := range strings.Fields(string(out)) {
-		if applet != "bin/busybox" {
-			r.Symlink(applet, "/bin/busybox")
+		if applet == "bin/busybox" {
+			continue
 		}
+		// Upstream's busybox image has every applet in /bin as well
+		// (tests run /bin/sysctl), Debian's list puts some in sbin.
+		r.Symlink(applet, "/bin/busybox")
+		r.Symlink("/bin/"+path.Base(applet), "/bin/busybox")
 	}
 	// Busybox's wget crashes with -T in Debian's build: GNU wget takes its
 	// place at /usr/bin/wget, which comes first in PATH.
@@ -172,6 +177,15 @@ func busybox(bin string) (*Rootfs, error) {
 	return r, nil
 }
 
+// agnhostOSRelease names the distribution of the upstream image this one
+// stands in for, not the Debian tools inside it.
+const agnhostOSRelease = `# Skiff's offline rebuild of registry.k8s.io/e2e-test-images/agnhost (test/conformance/e2eimages).
+# The upstream image is built on Alpine Linux; these fields are the upstream image's, so that tests
+# reading them through an image volume see what they see upstream.
+NAME="Alpine Linux"
+ID=alpine
+`
+
 // agnhostRoot is upstream's agnhost image: the agnhost binary on a shell
 // with the network tools its tests run (curl, dig, nc, getent), and the
 // certificate its porter serves TLS with.
@@ -186,6 +200,10 @@ func agnhostRoot(base *Rootfs, p Programs) (*Rootfs, error) {
 		return nil, err
 	}
 	r.Symlink("/agnhost-2", "agnhost")
+	// Upstream's agnhost (and kitten and nautilus, built on it) is
+	// Alpine-based; tests that mount these images as image volumes read its
+	// os-release to see that the whole root came through.
+	r.File("/etc/os-release", []byte(agnhostOSRelease), 0o644)
 	r.Dir("/uploads", 0o777)
 	for _, prog := range [][2]string{{curlBin, "/usr/bin/curl"}, {digBin, "/usr/bin/dig"},
 		{nslookupBin, "/usr/bin/nslookup"}, {ncBin, "/usr/bin/nc"}, {getentBin, "/usr/bin/getent"}} {
