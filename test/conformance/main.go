@@ -99,7 +99,7 @@ func run(o options) error {
 	if stopped() {
 		return errors.New("interrupted")
 	}
-	results, err := runPasses(c, tools, repoList, o)
+	results, err := runPasses(c, tools, repoList, o, stopped)
 	if err != nil {
 		return err
 	}
