@@ -94,26 +94,40 @@ func (m *Model) Update(s State) (map[netip.Addr]*Endpoint, error) {
 	return maps.Clone(m.eps), joinSorted(errs)
 }
 
+// reconcile calls set for every object of objs that is new or not the
+// one held under its key, and with a nil object for every key held that
+// objs lacks. Objects are compared by identity: they are replaced, never
+// modified.
+func reconcile[T any, H comparable](objs []*T, key func(*T) string, held map[string]H, obj func(H) *T, set func(key string, old H, o *T)) {
+	seen := make(map[string]bool, len(objs))
+	for _, o := range objs {
+		k := key(o)
+		seen[k] = true
+		if old, ok := held[k]; !ok || obj(old) != o {
+			set(k, old, o)
+		}
+	}
+	for k, old := range held {
+		if !seen[k] {
+			set(k, old, nil)
+		}
+	}
+}
+
 func (m *Model) updateNamespaces(nss []*corev1.Namespace) {
-	seen := make(map[string]bool, len(nss))
-	for _, ns := range nss {
-		seen[ns.Name] = true
-		if m.namespaces[ns.Name] == ns {
-			continue
-		}
-		old := m.namespaceLabels(ns.Name)
-		m.namespaces[ns.Name] = ns
-		m.nsLabels[ns.Name] = labels.Set(ns.Labels)
-		m.namespaceChanged(old, m.namespaceLabels(ns.Name))
-	}
-	for name := range m.namespaces {
-		if !seen[name] {
-			old := m.namespaceLabels(name)
-			delete(m.namespaces, name)
-			delete(m.nsLabels, name)
-			m.namespaceChanged(old, m.namespaceLabels(name))
-		}
-	}
+	reconcile(nss, func(ns *corev1.Namespace) string { return ns.Name }, m.namespaces,
+		func(ns *corev1.Namespace) *corev1.Namespace { return ns },
+		func(name string, _ *corev1.Namespace, ns *corev1.Namespace) {
+			before := m.namespaceLabels(name)
+			if ns == nil {
+				delete(m.namespaces, name)
+				delete(m.nsLabels, name)
+			} else {
+				m.namespaces[name] = ns
+				m.nsLabels[name] = labels.Set(ns.Labels)
+			}
+			m.namespaceChanged(before, m.namespaceLabels(name))
+		})
 }
 
 // namespaceChanged unresolves the policies with a namespaceSelector peer
@@ -139,19 +153,8 @@ func (m *Model) namespaceChanged(before, after labels.Set) {
 }
 
 func (m *Model) updatePods(pods []*corev1.Pod) {
-	seen := make(map[string]bool, len(pods))
-	for _, p := range pods {
-		key := p.Namespace + "/" + p.Name
-		seen[key] = true
-		if old := m.pods[key]; old == nil || old.obj != p {
-			m.setPod(key, old, p)
-		}
-	}
-	for key, old := range m.pods {
-		if !seen[key] {
-			m.setPod(key, old, nil)
-		}
-	}
+	reconcile(pods, func(p *corev1.Pod) string { return p.Namespace + "/" + p.Name }, m.pods,
+		func(o *podObj) *corev1.Pod { return o.obj }, m.setPod)
 }
 
 // setPod replaces the pod at key (p nil: deleted).
@@ -261,19 +264,8 @@ func (m *Model) unresolve(pe *policyEntry) {
 }
 
 func (m *Model) updatePolicies(pols []*networkingv1.NetworkPolicy) {
-	seen := make(map[string]bool, len(pols))
-	for _, pol := range pols {
-		key := pol.Namespace + "/" + pol.Name
-		seen[key] = true
-		if old := m.policies[key]; old == nil || old.pol != pol {
-			m.setPolicy(key, old, pol)
-		}
-	}
-	for key, old := range m.policies {
-		if !seen[key] {
-			m.setPolicy(key, old, nil)
-		}
-	}
+	reconcile(pols, func(p *networkingv1.NetworkPolicy) string { return p.Namespace + "/" + p.Name }, m.policies,
+		func(pe *policyEntry) *networkingv1.NetworkPolicy { return pe.pol }, m.setPolicy)
 }
 
 // setPolicy replaces the policy at key (pol nil: deleted). The pods the
