@@ -106,10 +106,9 @@ conformance-tools: images
 	  k8s.io/kubernetes/test/images/resource-consumer/consume-cpu k8s.io/sample-apiserver
 	$(UPSTREAM) -o $(CURDIR)/$(CONFORMANCE)/etcd go.etcd.io/etcd/server/v3
 	cp $(OUT)/bin/pause $(CONFORMANCE)/pause
-	@# Debian's dynamically linked busybox, for the images' /bin/sh (the package conflicts with busybox-static).
-	rm -rf $(CONFORMANCE)/busybox-deb && mkdir -p $(CONFORMANCE)/busybox-deb
-	cd $(CONFORMANCE)/busybox-deb && apt-get download -qq busybox && dpkg-deb -x busybox_*.deb root
-	cp $(CONFORMANCE)/busybox-deb/root/bin/busybox $(CONFORMANCE)/busybox && rm -rf $(CONFORMANCE)/busybox-deb
+	@# busybox for the images' /bin/sh and applets, built from Debian's source (see the script for why).
+	@test -x $(CONFORMANCE)/busybox || { apt-get install -y -qq --no-install-recommends dpkg-dev make gcc libc6-dev bzip2 xz-utils >/dev/null && \
+	  test/conformance/busybox.sh $(CONFORMANCE)/busybox; }
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(OUT)/bin/conformance ./test/conformance
 	@apt-get install -y -qq --no-install-recommends $$($(OUT)/bin/conformance -packages) >/dev/null
 

@@ -22,11 +22,12 @@ var epoch = time.Unix(0, 0)
 // Kubernetes version under test, and where that code is.
 type Programs struct {
 	Agnhost, Nonewprivs, Consumer, ConsumeCPU, SampleAPIServer, Etcd, Pause string
-	// Busybox is Debian's dynamically linked busybox (package busybox,
-	// unpacked by `make conformance-tools`; it conflicts with the
-	// busybox-static Skiff's install uses). Its ash looks up PATH like
-	// upstream's busybox image does; busybox-static's ash runs its own
-	// applets first, and its wget crashes on -T, the tests' timeout flag.
+	// Busybox is busybox built from Debian's source by
+	// test/conformance/busybox.sh: its ash looks up PATH and passes on
+	// environment variables that are not shell names, as upstream's busybox
+	// image does. Debian's busybox-static runs its own applets before PATH
+	// (and its wget crashes on -T, the tests' timeout flag); Debian's busybox
+	// package drops those variables.
 	Busybox string
 	// KubernetesSource is k8s.io/kubernetes's module directory: kitten and
 	// nautilus carry its pictures.
