@@ -1,7 +1,6 @@
 package model
 
 import (
-	"cmp"
 	"net/netip"
 	"slices"
 )
@@ -124,9 +123,7 @@ func flattenPods(grants []grant) []Entry {
 			out = append(out, Entry{Prefix: netip.PrefixFrom(ip, 32), Ports: s})
 		}
 	}
-	// By the IPv4 address as a number: Addr.Compare is general and, with
-	// a pod's hundreds of entries re-sorted on every change, costly.
-	slices.SortFunc(out, func(a, b Entry) int { return cmp.Compare(addrNum(a.Prefix.Addr()), addrNum(b.Prefix.Addr())) })
+	slices.SortFunc(out, func(a, b Entry) int { return a.Prefix.Addr().Compare(b.Prefix.Addr()) })
 	return out
 }
 
@@ -186,9 +183,4 @@ func lookup(entries []Entry, peer netip.Addr) PortSet {
 		}
 	}
 	return out
-}
-
-func addrNum(a netip.Addr) uint32 {
-	b := a.As4()
-	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
 }

@@ -54,30 +54,30 @@ func protoNumber(p corev1.Protocol) uint8 {
 	return ProtoTCP // the API's default
 }
 
-// ports parses a rule's ports; a bad entry is reported and skipped, so it
+// ports compiles a rule's ports; a bad entry is reported and skipped, so it
 // allows nothing.
-func (p *parsedPolicy) ports(field string, ps []networkingv1.NetworkPolicyPort) *portSpec {
+func (c *computation) ports(pol *networkingv1.NetworkPolicy, field string, ps []networkingv1.NetworkPolicyPort) *portSpec {
 	if len(ps) == 0 {
 		return &portSpec{all: true}
 	}
 	spec := &portSpec{}
-	for i, np := range ps {
+	for i, p := range ps {
 		proto := ProtoTCP
-		if np.Protocol != nil {
-			proto = protoNumber(*np.Protocol)
+		if p.Protocol != nil {
+			proto = protoNumber(*p.Protocol)
 		}
 		switch {
-		case np.Port == nil:
+		case p.Port == nil:
 			spec.numbered = spec.numbered.Union(PortSet{Ranges: []PortRange{{proto, 0, 65535}}})
-		case np.Port.Type == intstr.String:
-			spec.named = append(spec.named, namedPort{proto, np.Port.StrVal})
+		case p.Port.Type == intstr.String:
+			spec.named = append(spec.named, namedPort{proto, p.Port.StrVal})
 		default:
-			first, last := np.Port.IntVal, np.Port.IntVal
-			if np.EndPort != nil {
-				last = *np.EndPort
+			first, last := p.Port.IntVal, p.Port.IntVal
+			if p.EndPort != nil {
+				last = *p.EndPort
 			}
 			if first < 1 || last > 65535 || last < first {
-				p.errorf("%s.ports[%d]: port %d endPort %d: want 1 <= port <= endPort <= 65535; the entry matches nothing", field, i, first, last)
+				c.errorf(pol, "%s.ports[%d]: port %d endPort %d: want 1 <= port <= endPort <= 65535; the entry matches nothing", field, i, first, last)
 				continue
 			}
 			spec.numbered = spec.numbered.Union(PortSet{Ranges: []PortRange{{proto, uint16(first), uint16(last)}}})
@@ -86,88 +86,36 @@ func (p *parsedPolicy) ports(field string, ps []networkingv1.NetworkPolicyPort) 
 	return spec
 }
 
-// parsedRule is one ingress or egress rule as written: its ports, address
-// blocks and pod selectors. It depends on the policy object only.
-type parsedRule struct {
-	spec   *portSpec
-	blocks []*block
-	peers  []peerSel
-	// podDependent: egress ports named over an ipBlock resolve against
-	// whatever pod holds each address, so every pod change may change them.
-	podDependent bool
-}
-
-// peerSel is a podSelector / namespaceSelector peer.
-type peerSel struct {
-	pod labels.Selector
-	ns  labels.Selector // nil: the policy's own namespace
-}
-
-// matches reports whether pp is a peer this selector picks, given the
-// labels of pp's namespace.
-func (s peerSel) matches(pp *peerPod, polNS string, nsLabels labels.Set, egress bool) bool {
-	if pp.limit != nil && !egress {
-		return false // the DNS peer is a destination only
-	}
-	if s.ns == nil {
-		if pp.ns != polNS {
-			return false
-		}
-	} else if !s.ns.Matches(nsLabels) {
-		return false
-	}
-	return s.pod.Matches(pp.lbl)
-}
-
-// parseRule parses a rule's ports and peers.
-func (p *parsedPolicy) parseRule(field string, peers []networkingv1.NetworkPolicyPeer, ps []networkingv1.NetworkPolicyPort, egress bool) *parsedRule {
-	r := &parsedRule{spec: p.ports(field, ps)}
-	if len(peers) == 0 {
-		r.blocks = []*block{{cidr: everywhere}}
-	}
-	for i, peer := range peers {
-		pf := fmt.Sprintf("%s.%s[%d]", field, map[bool]string{false: "from", true: "to"}[egress], i)
-		if peer.IPBlock != nil {
-			if b := p.ipBlock(pf, peer.IPBlock); b != nil {
-				r.blocks = append(r.blocks, b)
-			}
-			continue
-		}
-		if s, ok := p.peerSelector(pf, peer); ok {
-			r.peers = append(r.peers, s)
-		}
-	}
-	r.podDependent = egress && len(r.spec.named) > 0 && len(r.blocks) > 0
-	return r
-}
-
-// compiledRule is a parsed rule with its selectors resolved to the pods
-// of the moment: the same for every pod the policy selects.
+// compiledRule is one ingress or egress rule with its peers resolved: the
+// same for every pod the policy selects, so it is done once per policy.
 type compiledRule struct {
 	spec   *portSpec
 	blocks []*block
 	pods   []*peerPod
 }
 
-// podIndex is what resolving rules needs from the pods and namespaces:
-// Compute scans everything, Model keeps indexes.
-type podIndex interface {
-	// peer is the pod (or the DNS peer) at an address.
-	peer(ip netip.Addr) *peerPod
-	// selectPods are the pods (and the DNS peer, as a destination) s picks.
-	selectPods(s peerSel, polNS string, egress bool) []*peerPod
-}
-
-func resolveRule(r *parsedRule, polNS string, egress bool, ix podIndex) *compiledRule {
-	cr := &compiledRule{spec: r.spec, blocks: r.blocks}
-	for _, s := range r.peers {
-		cr.pods = append(cr.pods, ix.selectPods(s, polNS, egress)...)
+// compile resolves a rule's ports and peers.
+func (c *computation) compile(pol *networkingv1.NetworkPolicy, field string, peers []networkingv1.NetworkPolicyPeer, ps []networkingv1.NetworkPolicyPort, egress bool) *compiledRule {
+	r := &compiledRule{spec: c.ports(pol, field, ps)}
+	if len(peers) == 0 {
+		r.blocks = []*block{{cidr: everywhere}}
+		return r
 	}
-	return cr
+	for i, peer := range peers {
+		pf := fmt.Sprintf("%s.%s[%d]", field, map[bool]string{false: "from", true: "to"}[egress], i)
+		if peer.IPBlock != nil {
+			if b := c.ipBlock(pol, pf, peer.IPBlock); b != nil {
+				r.blocks = append(r.blocks, b)
+			}
+			continue
+		}
+		r.pods = append(r.pods, c.selectPods(pol, pf, peer, egress)...)
+	}
+	return r
 }
 
 // grants are what a compiled rule gives the local pod lp.
-func grants(r *compiledRule, lp *peerPod, egress bool, ix podIndex) []grant {
+func (c *computation) grants(r *compiledRule, lp *peerPod, egress bool) []grant {
 	spec := r.spec
 	// Ingress: names are the local pod's ports, the same for every peer.
 	local := spec.resolve(lp.ports)
@@ -178,7 +126,7 @@ func grants(r *compiledRule, lp *peerPod, egress bool, ix podIndex) []grant {
 			g.ports = spec.resolve(nil)
 			if len(spec.named) > 0 {
 				g.resolve = func(dst netip.Addr) PortSet {
-					if pp := ix.peer(dst); pp != nil && pp.limit == nil {
+					if pp := c.byIP[dst]; pp != nil && pp.limit == nil {
 						return spec.resolve(pp.ports)
 					}
 					return spec.resolve(nil)
@@ -202,10 +150,10 @@ func grants(r *compiledRule, lp *peerPod, egress bool, ix podIndex) []grant {
 	return out
 }
 
-func (p *parsedPolicy) ipBlock(field string, ib *networkingv1.IPBlock) *block {
+func (c *computation) ipBlock(pol *networkingv1.NetworkPolicy, field string, ib *networkingv1.IPBlock) *block {
 	cidr, err := netip.ParsePrefix(ib.CIDR)
 	if err != nil {
-		p.errorf("%s.ipBlock.cidr %q: %v; the peer matches nothing", field, ib.CIDR, err)
+		c.errorf(pol, "%s.ipBlock.cidr %q: %v; the peer matches nothing", field, ib.CIDR, err)
 		return nil
 	}
 	if !cidr.Addr().Is4() {
@@ -215,7 +163,7 @@ func (p *parsedPolicy) ipBlock(field string, ib *networkingv1.IPBlock) *block {
 	for j, e := range ib.Except {
 		ep, err := netip.ParsePrefix(e)
 		if err != nil {
-			p.errorf("%s.ipBlock.except[%d] %q: %v; the peer matches nothing", field, j, e, err)
+			c.errorf(pol, "%s.ipBlock.except[%d] %q: %v; the peer matches nothing", field, j, e, err)
 			return nil
 		}
 		if ep.Addr().Is4() {
@@ -225,47 +173,47 @@ func (p *parsedPolicy) ipBlock(field string, ib *networkingv1.IPBlock) *block {
 	return b
 }
 
-// peerSelector parses a podSelector / namespaceSelector peer.
-func (p *parsedPolicy) peerSelector(field string, peer networkingv1.NetworkPolicyPeer) (peerSel, bool) {
-	s := peerSel{pod: labels.Everything()}
+// selectPods are the pods (and the DNS peer, as a destination) a
+// podSelector / namespaceSelector peer selects.
+func (c *computation) selectPods(pol *networkingv1.NetworkPolicy, field string, peer networkingv1.NetworkPolicyPeer, egress bool) []*peerPod {
+	podSel, nsSel := labels.Everything(), labels.Selector(nil)
 	var err error
 	if peer.PodSelector != nil {
-		if s.pod, err = metav1.LabelSelectorAsSelector(peer.PodSelector); err != nil {
-			p.errorf("%s.podSelector: %v; the peer matches nothing", field, err)
-			return s, false
+		if podSel, err = metav1.LabelSelectorAsSelector(peer.PodSelector); err != nil {
+			c.errorf(pol, "%s.podSelector: %v; the peer matches nothing", field, err)
+			return nil
 		}
 	}
 	if peer.NamespaceSelector != nil {
-		if s.ns, err = metav1.LabelSelectorAsSelector(peer.NamespaceSelector); err != nil {
-			p.errorf("%s.namespaceSelector: %v; the peer matches nothing", field, err)
-			return s, false
+		if nsSel, err = metav1.LabelSelectorAsSelector(peer.NamespaceSelector); err != nil {
+			c.errorf(pol, "%s.namespaceSelector: %v; the peer matches nothing", field, err)
+			return nil
 		}
 	}
-	return s, true
-}
-
-// selectPods scans every pod: the reference Model's indexes are checked against.
-func (c *computation) selectPods(s peerSel, polNS string, egress bool) []*peerPod {
 	var out []*peerPod
 	for _, pp := range c.pods {
-		if s.matches(pp, polNS, c.namespaceLabels(pp.ns), egress) {
+		if pp.limit != nil && !egress {
+			continue // the DNS peer is a destination only
+		}
+		if nsSel == nil {
+			if pp.ns != pol.Namespace {
+				continue
+			}
+		} else if !nsSel.Matches(c.namespaceLabels(pp.ns)) {
+			continue
+		}
+		if podSel.Matches(pp.lbl) {
 			out = append(out, pp)
 		}
 	}
 	return out
 }
 
-func (c *computation) peer(ip netip.Addr) *peerPod { return c.byIP[ip] }
-
 // namespaceLabels are a namespace's labels; the API server sets
 // kubernetes.io/metadata.name on every namespace, and it is assumed here
 // for a namespace the informer has not delivered yet.
 func (c *computation) namespaceLabels(ns string) labels.Set {
-	return namespaceLabels(c.nsLabels, ns)
-}
-
-func namespaceLabels(known map[string]labels.Set, ns string) labels.Set {
-	if l, ok := known[ns]; ok {
+	if l, ok := c.nsLabels[ns]; ok {
 		return l
 	}
 	return labels.Set{corev1.LabelMetadataName: ns}
