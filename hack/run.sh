@@ -53,10 +53,24 @@ step "Deploying examples/demo (Deployment, Service, Ingress, ConfigMap, Secret)"
 "$SKIFF" kubectl apply -f examples/demo/
 "$SKIFF" kubectl rollout status deployment/demo --timeout=180s
 
-step "Waiting for traffic through the Service and the Ingress"
+step "A LoadBalancer Service (no pool: EXTERNAL-IP is the node's address)"
+# Port 8081: the node's ingress proxy holds 80 and 443 (docs/loadbalancer.md).
+"$SKIFF" kubectl get service demo-lb >/dev/null 2>&1 ||
+	"$SKIFF" kubectl expose deployment demo --name demo-lb --type LoadBalancer --port 8081 --target-port http
+EXTERNAL_IP=
+for _ in $(seq 1 60); do
+	EXTERNAL_IP=$("$SKIFF" kubectl get service demo-lb -o jsonpath='{.status.loadBalancer.ingress[0].ip}')
+	[[ -n $EXTERNAL_IP ]] && break
+	sleep 1
+done
+[[ -n $EXTERNAL_IP ]] || "$SKIFF" kubectl describe service demo-lb | tail -5
+"$SKIFF" kubectl get service demo-lb
+
+step "Waiting for traffic through the Service, the Ingress and the LoadBalancer"
 CLUSTER_IP=$("$SKIFF" kubectl get service demo -o jsonpath='{.spec.clusterIP}')
 for _ in $(seq 1 60); do
-	curl -fs --max-time 2 "http://$CLUSTER_IP/" >/dev/null && curl -fs --max-time 2 http://demo.localhost/ >/dev/null && break
+	curl -fs --max-time 2 "http://$CLUSTER_IP/" >/dev/null && curl -fs --max-time 2 http://demo.localhost/ >/dev/null &&
+		curl -fs --max-time 2 "http://$EXTERNAL_IP:8081/" >/dev/null && break
 	sleep 1
 done
 
@@ -66,6 +80,9 @@ curl -s --max-time 5 http://demo.localhost/ || echo "(no answer yet: see $RUN/sk
 echo
 echo "\$ curl http://$CLUSTER_IP/               # the ClusterIP, load-balanced by eBPF"
 curl -s --max-time 5 "http://$CLUSTER_IP/" || echo "(no answer yet: see $RUN/skiff.log)"
+echo
+echo "\$ curl http://$EXTERNAL_IP:8081/          # the LoadBalancer Service's EXTERNAL-IP"
+curl -s --max-time 5 "http://$EXTERNAL_IP:8081/" || echo "(no answer yet: see $RUN/skiff.log)"
 echo
 echo "\$ _output/skiff kubectl get pods -o wide"
 "$SKIFF" kubectl get pods -o wide

@@ -51,6 +51,7 @@ type Controller struct {
 	opts     Options
 	log      *slog.Logger
 	prog     *bpf.Policy
+	model    *model.Model
 	writer   *policymap.Writer
 	queue    workqueue.TypedRateLimitingInterface[string]
 	pods     corelisters.PodLister
@@ -62,6 +63,7 @@ type Controller struct {
 	attached []string // host veths with programs, sorted
 	missing  []string // local pods without a veth at the last sync, sorted
 	lastErr  string
+	lastWarn string // the model's problems at the last sync
 }
 
 const syncKey = "sync"
@@ -86,6 +88,7 @@ func New(opts Options) (*Controller, error) {
 	}
 	c := &Controller{
 		opts: opts, log: opts.Logger, prog: prog, writer: w,
+		model: model.NewModel(model.Options{NodeName: opts.NodeName, DNS: model.NodeDNS(opts.NodeIP)}),
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](50*time.Millisecond, 10*time.Second),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "netpol"}),
@@ -109,8 +112,10 @@ func New(opts Options) (*Controller, error) {
 	return c, nil
 }
 
-// changed coalesces every event into one full sync: the model is cheap to
-// recompute, and the writer only touches pods whose rules changed.
+// changed coalesces events into one sync: the model finds what changed by
+// comparing the listers' objects with the ones it holds and recomputes
+// only the pods that touches; the writer only writes pods whose rules
+// changed.
 func (c *Controller) changed() {
 	c.queue.Add(syncKey)
 }
@@ -179,10 +184,14 @@ func (c *Controller) sync() error {
 	if s.Policies, err = c.policies.List(labels.Everything()); err != nil {
 		return err
 	}
-	eps, merr := model.Compute(s, model.Options{NodeName: c.opts.NodeName, DNS: model.NodeDNS(c.opts.NodeIP)})
-	if merr != nil {
+	eps, merr := c.model.Update(s)
+	if merr != nil && merr.Error() != c.lastWarn {
 		// Faulty peers match nothing; the rest is enforced.
 		c.log.Warn("network policy problems", "err", merr)
+	}
+	c.lastWarn = ""
+	if merr != nil {
+		c.lastWarn = merr.Error()
 	}
 	// Rules first, then programs: a new pod's first packet finds them.
 	if err := c.writer.Apply(eps); err != nil {

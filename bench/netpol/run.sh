@@ -1,7 +1,20 @@
 #!/usr/bin/env bash
-# NetworkPolicy programming latency on one node's maps: 1,000 local pods,
-# 1,000 policies, p50/p99/max of compute + map writes per change. As root.
+# NetworkPolicy benchmarks, as root:
+#  - programming latency on one node's maps: 1,000 local pods, 1,000
+#    policies, p50/p99/max of the incremental model + map writes per change;
+#  - the data path: conn/s and throughput pod to pod with 0/100/1,000
+#    policies, Skiff's programs against kube-router-style iptables/ipset,
+#    in namespaces of its own (ROUNDS, SECONDS_PER_TEST).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
-go test -run '^$' -bench Programming -benchtime 1x -timeout 20m ./bench/netpol
+need=()
+command -v iperf3 >/dev/null || need+=(iperf3)
+command -v ipset >/dev/null || need+=(ipset)
+command -v iptables-restore >/dev/null || need+=(iptables)
+if ((${#need[@]})); then
+	apt-get install -y "${need[@]}"
+fi
+go test -run '^$' -bench Programming -benchtime 1x -timeout 30m ./bench/netpol
+# Namespaces: one namespace benchmark or test cluster at a time.
+flock /tmp/skiff-e2e-helpers.lock go test -run '^$' -bench Datapath -benchtime 1x -timeout 30m ./bench/netpol

@@ -13,7 +13,7 @@ import (
 
 // Netns creates a named network namespace (/run/netns/<prefix>-<random>)
 // with loopback up, deleted when the test ends. It fails unless root.
-func Netns(t *testing.T, prefix string) string {
+func Netns(t testing.TB, prefix string) string {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatal("this test creates network namespaces and must run as root")
@@ -33,7 +33,7 @@ func Netns(t *testing.T, prefix string) string {
 }
 
 // IP runs an iproute2 command, inside namespace ns unless ns is empty.
-func IP(t *testing.T, ns string, args ...string) {
+func IP(t testing.TB, ns string, args ...string) {
 	t.Helper()
 	if ns != "" {
 		args = append([]string{"-n", ns}, args...)
@@ -44,7 +44,7 @@ func IP(t *testing.T, ns string, args ...string) {
 }
 
 // Sysctl writes a sysctl inside namespace ns, e.g. "net.ipv4.ip_forward=1".
-func Sysctl(t *testing.T, ns, kv string) {
+func Sysctl(t testing.TB, ns, kv string) {
 	t.Helper()
 	k, v, _ := strings.Cut(kv, "=")
 	err := Do(ns, func() error {

@@ -14,6 +14,7 @@ import (
 	cniinstall "github.com/skiffnet/skiff/cni/install"
 	"github.com/skiffnet/skiff/cni/routes"
 	"github.com/skiffnet/skiff/ingress/gatewayaddr"
+	"github.com/skiffnet/skiff/loadbalancer/announce"
 )
 
 // dataPlaneCleanup lists what the data plane leaves on the machine once the
@@ -34,6 +35,9 @@ func dataPlaneCleanup(agentDir string, nodes []string) []cleanup.Step {
 			}},
 			cleanup.Step{Name: "NetworkPolicy programs and maps of " + n, Run: func() error {
 				return bpf.RemovePolicy(agent.PinDir(n))
+			}},
+			cleanup.Step{Name: "arp_ignore of " + n + "'s link", Run: func() error {
+				return announce.RestoreKernel(agent.ARPIgnoreFile(agentDir, n))
 			}},
 		)
 	}

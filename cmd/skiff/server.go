@@ -68,7 +68,7 @@ starts reuse them.`,
 	f.StringVar(&cfg.NodePortRange, "service-node-port-range", "30000-32767", "range NodePorts are allocated from")
 	f.StringVar(&cfg.ClusterDNS, "cluster-dns", "10.96.0.10", "ClusterIP of the cluster DNS Service (kube-system/kube-dns)")
 	f.StringVar(&cfg.LoadBalancerPool, "lb-pool", "", "addresses for LoadBalancer Services: CIDRs or START-STOP ranges, comma-separated, as the LoadBalancerPool \"default\" (empty: without pools, Services get their nodes' addresses)")
-	f.StringVar(&cfg.GatewayCIDR, "gateway-cidr", "", "pool of addresses for Gateways of class skiff, one each, routed to the nodes by your network (empty: Gateways share the nodes' addresses)")
+	f.StringVar(&cfg.GatewayCIDR, "gateway-cidr", "", "addresses for Gateways of class skiff, one each: CIDRs or START-STOP ranges, as the LoadBalancerPool \"gateways\" (spec.serves [Gateways]); one node answers ARP for each, so on the nodes' own subnet no route is needed (empty: Gateways share the nodes' addresses)")
 	f.StringVar(&cfg.ClusterDomain, "cluster-domain", "cluster.local", "cluster DNS domain")
 	f.BoolVar(&disableAgent, "disable-agent", false, "run only the control plane, without a node agent in this process")
 	f.BoolVar(&debug, "debug", false, "print the upstream components' logs to stderr instead of DATA/logs/server.log")

@@ -33,8 +33,10 @@ type Config struct {
 	NodePortRange    string // default 30000-32767
 	ClusterDNS       string // default 10.96.0.10
 	ClusterDomain    string // default cluster.local
-	// GatewayCIDR is the pool Gateways of class skiff get addresses from;
-	// empty: Gateways share the nodes' addresses.
+	// GatewayCIDR (--gateway-cidr) creates the LoadBalancerPool "gateways"
+	// that serves Gateways of class skiff (CIDRs or START-STOP ranges);
+	// empty: no pool is created, and without another pool serving
+	// Gateways they share the nodes' addresses.
 	GatewayCIDR string
 	// LoadBalancerPool (--lb-pool) creates the LoadBalancerPool "default":
 	// CIDRs or START-STOP ranges; empty: no pool is created.
@@ -105,19 +107,8 @@ func (c *Config) Validate() error {
 	} else if svc.IsValid() && !svc.Contains(dns) {
 		errs = append(errs, fmt.Errorf("--cluster-dns %s is outside --service-cidr %s: pick an address inside it, such as 10.96.0.10", dns, svc))
 	}
-	if c.GatewayCIDR != "" {
-		gw, err := netip.ParsePrefix(c.GatewayCIDR)
-		switch {
-		case err != nil || gw.Bits() == gw.Addr().BitLen():
-			errs = append(errs, fmt.Errorf("--gateway-cidr %q: want a CIDR with room for addresses, such as 10.250.0.0/24", c.GatewayCIDR))
-		case cluster.IsValid() && gw.Overlaps(cluster), svc.IsValid() && gw.Overlaps(svc):
-			errs = append(errs, fmt.Errorf("--gateway-cidr %s overlaps --cluster-cidr or --service-cidr: pick a range of its own", gw))
-		}
-	}
-	if c.LoadBalancerPool != "" {
-		if _, err := lbcontroller.ParseBlocks(c.LoadBalancerPool); err != nil {
-			errs = append(errs, err)
-		}
+	if err := c.lbFlags().Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if _, _, err := parsePortRange(c.NodePortRange); err != nil {
 		errs = append(errs, err)
@@ -157,4 +148,9 @@ func DefaultRouteAddress() string {
 	}
 	defer conn.Close()
 	return conn.LocalAddr().(*net.UDPAddr).IP.String()
+}
+
+// lbFlags are the flags the load balancer allocator reads.
+func (c *Config) lbFlags() lbcontroller.Flags {
+	return lbcontroller.Flags{LBPool: c.LoadBalancerPool, GatewayCIDR: c.GatewayCIDR, ServiceCIDR: c.ServiceCIDR, ClusterCIDR: c.ClusterCIDR}
 }

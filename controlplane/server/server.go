@@ -12,8 +12,6 @@ import (
 	"strconv"
 	"time"
 
-	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
-
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
@@ -24,7 +22,6 @@ import (
 	"github.com/skiffnet/skiff/controlplane/etcd"
 	"github.com/skiffnet/skiff/controlplane/localpath"
 	"github.com/skiffnet/skiff/controlplane/pki"
-	"github.com/skiffnet/skiff/ingress/gatewayaddr"
 	lbcontroller "github.com/skiffnet/skiff/loadbalancer/controller"
 )
 
@@ -253,33 +250,18 @@ func (s *Server) runControllers(ctx context.Context, client kubernetes.Interface
 	if err := s.runLoadBalancer(ctx, done); err != nil {
 		return err
 	}
-	if s.cfg.GatewayCIDR != "" {
-		rc, err := clientcmd.BuildConfigFromFlags("", s.AdminKubeconfig())
-		if err != nil {
-			return err
-		}
-		gw, err := gatewayclient.NewForConfig(rc)
-		if err != nil {
-			return err
-		}
-		a, err := gatewayaddr.NewAllocator(gw, netip.MustParsePrefix(s.cfg.GatewayCIDR), "", s.cfg.Logger.With("controller", "gateway-addresses"))
-		if err != nil {
-			return err
-		}
-		go func() { done <- component("gateway address allocator", a.Run(ctx)) }()
-	}
 	return nil
 }
 
-// runLoadBalancer starts the LoadBalancer address allocator
-// (loadbalancer/controller, docs/servicelb.md): it must run once per
-// cluster, so it lives here and not in the agents.
+// runLoadBalancer starts the address allocator of LoadBalancer Services
+// and Gateways (loadbalancer/controller, docs/loadbalancer.md): it must
+// run once per cluster, so it lives here and not in the agents.
 func (s *Server) runLoadBalancer(ctx context.Context, done chan<- error) error {
 	rc, err := clientcmd.BuildConfigFromFlags("", s.AdminKubeconfig())
 	if err != nil {
 		return err
 	}
-	lb, err := lbcontroller.ForServer(ctx, rc, s.cfg.LoadBalancerPool, s.cfg.ServiceCIDR, s.cfg.ClusterCIDR, s.cfg.Logger.With("controller", "loadbalancer"))
+	lb, err := lbcontroller.ForServer(ctx, rc, s.cfg.lbFlags(), s.cfg.Logger.With("controller", "loadbalancer"))
 	if err != nil {
 		return fmt.Errorf("load balancer allocator: %w", err)
 	}

@@ -21,6 +21,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
+
+	"github.com/skiffnet/skiff/controlplane/crds"
 )
 
 // Version is the Gateway API release of the embedded files.
@@ -88,30 +90,16 @@ func Load() (*Bundle, error) {
 	return b, nil
 }
 
-// Install creates the CRDs and policies that are missing and updates those
-// of another bundle version, so a server upgrade brings its CRDs along.
-// Objects of the same version are left alone.
+// Install creates the CRDs and policies that are missing and updates the
+// CRDs of another bundle version (controlplane/crds), so a server upgrade
+// brings its CRDs along. Objects of the same version are left alone.
 func Install(ctx context.Context, ext apiextensionsclient.Interface, kube kubernetes.Interface) error {
 	b, err := Load()
 	if err != nil {
 		return err
 	}
-	crds := ext.ApiextensionsV1().CustomResourceDefinitions()
-	for _, want := range b.CRDs {
-		have, err := crds.Get(ctx, want.Name, metav1.GetOptions{})
-		switch {
-		case apierrors.IsNotFound(err):
-			if _, err := crds.Create(ctx, want, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-				return fmt.Errorf("creating CRD %s: %w", want.Name, err)
-			}
-		case err != nil:
-			return fmt.Errorf("reading CRD %s: %w", want.Name, err)
-		case have.Annotations[bundleVersion] != want.Annotations[bundleVersion]:
-			want.ResourceVersion = have.ResourceVersion
-			if _, err := crds.Update(ctx, want, metav1.UpdateOptions{}); err != nil {
-				return fmt.Errorf("updating CRD %s to %s: %w", want.Name, want.Annotations[bundleVersion], err)
-			}
-		}
+	if err := crds.Ensure(ctx, ext, bundleVersion, b.CRDs...); err != nil {
+		return err
 	}
 	pols := kube.AdmissionregistrationV1().ValidatingAdmissionPolicies()
 	for _, p := range b.Policies {

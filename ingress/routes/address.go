@@ -7,9 +7,10 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
-// AddressAnnotation holds the address the server allocated to a Gateway
-// from its --gateway-cidr pool. Agents make it local on every node and the
-// proxy serves only that Gateway's routes on it.
+// AddressAnnotation holds the address the server's allocator gave a
+// Gateway from a LoadBalancerPool that serves Gateways (--gateway-cidr
+// makes one). Agents make it local on every node, one node announces it
+// by ARP, and the proxy serves only that Gateway's routes on it.
 const AddressAnnotation = "skiff.io/gateway-address"
 
 // GatewayAddress returns the address a Gateway is served on: the first

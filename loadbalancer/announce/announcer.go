@@ -19,6 +19,9 @@ import (
 	corelisters "k8s.io/client-go/listers/core/v1"
 	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	"k8s.io/client-go/tools/cache"
+	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
+	gatewayinformers "sigs.k8s.io/gateway-api/pkg/client/informers/externalversions"
+	gatewaylisters "sigs.k8s.io/gateway-api/pkg/client/listers/apis/v1"
 )
 
 // Options configure an Announcer.
@@ -27,7 +30,10 @@ type Options struct {
 	// waiting until it can (see TokenClient).
 	LeaseClient func(context.Context) (kubernetes.Interface, error)
 	Informers   informers.SharedInformerFactory
-	NodeName    string
+	// Gateway, when set, adds the addresses of Gateways of Skiff's
+	// classes (every node is eligible for them).
+	Gateway  gatewayclient.Interface
+	NodeName string
 	// Interface is the link on the nodes' L2 segment (the one holding the
 	// node address).
 	Interface string
@@ -48,6 +54,9 @@ type Announcer struct {
 	services corelisters.ServiceLister
 	slices   discoverylisters.EndpointSliceLister
 	nodes    corelisters.NodeLister
+	gwf      gatewayinformers.SharedInformerFactory // nil without Options.Gateway
+	classes  gatewaylisters.GatewayClassLister
+	gateways gatewaylisters.GatewayLister
 	synced   []cache.InformerSynced
 	kick     chan struct{}
 	elector  *elector
@@ -93,7 +102,14 @@ func New(opts Options) (*Announcer, error) {
 		UpdateFunc: func(any, any) { a.trigger() },
 		DeleteFunc: func(any) { a.trigger() },
 	}
-	for _, inf := range []cache.SharedIndexInformer{svc.Informer(), es.Informer(), node.Informer()} {
+	infs := []cache.SharedIndexInformer{svc.Informer(), es.Informer(), node.Informer()}
+	if opts.Gateway != nil {
+		a.gwf = gatewayinformers.NewSharedInformerFactory(opts.Gateway, 0)
+		gc, gw := a.gwf.Gateway().V1().GatewayClasses(), a.gwf.Gateway().V1().Gateways()
+		a.classes, a.gateways = gc.Lister(), gw.Lister()
+		infs = append(infs, gc.Informer(), gw.Informer())
+	}
+	for _, inf := range infs {
 		if _, err := inf.AddEventHandler(h); err != nil {
 			return nil, fmt.Errorf("load balancer announcer: %w", err)
 		}
@@ -120,6 +136,9 @@ func (a *Announcer) trigger() {
 func (a *Announcer) Run(ctx context.Context) error {
 	errc := make(chan error, 1)
 	go func() { errc <- a.resp.serve(ctx) }()
+	if a.gwf != nil {
+		a.gwf.Start(ctx.Done())
+	}
 	if !cache.WaitForCacheSync(ctx.Done(), a.synced...) {
 		return fmt.Errorf("load balancer announcer: caches did not sync: %w", ctx.Err())
 	}
@@ -176,7 +195,21 @@ func (a *Announcer) desired() (map[netip.Addr]bool, error) {
 		}
 		slices[s.Namespace+"/"+s.Name] = es
 	}
-	return Desired(svcs, slices, nodeAddrs, a.opts.NodeName), nil
+	out := Desired(svcs, slices, nodeAddrs, a.opts.NodeName)
+	if a.gwf != nil {
+		classes, err := a.classes.List(labels.Everything())
+		if err != nil {
+			return nil, err
+		}
+		gws, err := a.gateways.List(labels.Everything())
+		if err != nil {
+			return nil, err
+		}
+		for _, addr := range GatewayAddresses(classes, gws, nodeAddrs) {
+			out[addr] = true
+		}
+	}
+	return out, nil
 }
 
 // lead is the elector's callback.

@@ -16,8 +16,9 @@ import (
 
 // responder answers ARP requests for the addresses this node leads, on
 // one interface, from user space (a raw AF_PACKET socket through
-// mdlayher/arp, as MetalLB does): the kernel does not own these addresses,
-// so it answers nothing for them, and no node but the leader does.
+// mdlayher/arp, as MetalLB does): the kernel does not own Service
+// addresses, and holds Gateway addresses only through local routes, which
+// QuietKernel keeps it from answering for, so no node but the leader does.
 type responder struct {
 	ifi    *net.Interface
 	client *arp.Client

@@ -7,6 +7,9 @@ import (
 	v1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/skiffnet/skiff/ingress/routes"
 )
 
 func lb(name string, local bool, class string, ips ...string) *v1.Service {
@@ -55,5 +58,29 @@ func TestDesired(t *testing.T) {
 		if e, ok := got[netip.MustParseAddr(a)]; !ok || e != w {
 			t.Errorf("%s: eligible=%v present=%v, want eligible=%v", a, e, ok, w)
 		}
+	}
+}
+
+func TestGatewayAddresses(t *testing.T) {
+	gw := func(name, class, addr string) *gatewayv1.Gateway {
+		g := &gatewayv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name}, Spec: gatewayv1.GatewaySpec{GatewayClassName: gatewayv1.ObjectName(class)}}
+		if addr != "" {
+			g.Annotations = map[string]string{routes.AddressAnnotation: addr}
+		}
+		return g
+	}
+	classes := []*gatewayv1.GatewayClass{
+		{ObjectMeta: metav1.ObjectMeta{Name: "skiff"}, Spec: gatewayv1.GatewayClassSpec{ControllerName: routes.GatewayController}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "other"}, Spec: gatewayv1.GatewayClassSpec{ControllerName: "example.com/gw"}},
+	}
+	got := GatewayAddresses(classes, []*gatewayv1.Gateway{
+		gw("a", "skiff", "172.30.0.241"),
+		gw("none", "skiff", ""),
+		gw("foreign", "other", "172.30.0.242"),
+		gw("node", "skiff", "172.30.0.11"),
+		gw("bad", "skiff", "x"),
+	}, map[netip.Addr]bool{netip.MustParseAddr("172.30.0.11"): true})
+	if len(got) != 1 || got[0] != netip.MustParseAddr("172.30.0.241") {
+		t.Errorf("GatewayAddresses = %v, want [172.30.0.241]: only Skiff's classes, not node addresses", got)
 	}
 }

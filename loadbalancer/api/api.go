@@ -36,6 +36,10 @@ const (
 	// ConditionPoolValid is the pool condition: False names the field
 	// that is wrong.
 	ConditionPoolValid = "Valid"
+	// ServesServices and ServesGateways are the values of spec.serves:
+	// LoadBalancer Services, and Gateways of GatewayClasses Skiff serves.
+	ServesServices = "Services"
+	ServesGateways = "Gateways"
 )
 
 // PoolGVR is the pool resource for dynamic clients.
@@ -60,6 +64,10 @@ type PoolSpec struct {
 	ServiceSelector *metav1.LabelSelector `json:"serviceSelector,omitempty"`
 	// Disabled stops new allocations; Services keep what they hold.
 	Disabled bool `json:"disabled,omitempty"`
+	// Serves says who gets addresses from the pool: ServesServices,
+	// ServesGateways, or both (they then share its addresses). Empty means
+	// Services, which is what every pool meant before Gateways came here.
+	Serves []string `json:"serves,omitempty"`
 }
 
 // Block is one CIDR, or one inclusive Start-Stop range.

@@ -1,8 +1,8 @@
 // Package controller runs the load balancer's allocator in the server:
-// informers on Services, Nodes, Pods (for hostPorts) and LoadBalancerPools
-// feed loadbalancer/pool, and the result is written to each Service's
-// status.loadBalancer.ingress and conditions, each pool's status, and
-// events. It runs once per cluster, and every change re-runs the whole
+// informers on Services, Nodes, Pods (for hostPorts), LoadBalancerPools
+// and Gateways feed loadbalancer/pool, and the result is written to each
+// Service's status.loadBalancer.ingress and conditions, each Gateway's
+// address annotation, each pool's status, and events. It runs once per cluster, and every change re-runs the whole
 // allocation from one snapshot, which is what keeps an address from being
 // handed out twice.
 package controller
@@ -15,6 +15,7 @@ import (
 	"sync"
 
 	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
@@ -26,6 +27,8 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/skiffnet/skiff/loadbalancer/api"
 	"github.com/skiffnet/skiff/loadbalancer/pool"
@@ -35,6 +38,9 @@ import (
 type Options struct {
 	Client  kubernetes.Interface
 	Dynamic dynamic.Interface
+	// Gateway, when set, lets Gateways of Skiff's classes take addresses
+	// from the pools that serve Gateways.
+	Gateway gatewayclient.Interface
 	// Reserved are the cluster's ranges no pool may overlap
 	// (--service-cidr, --cluster-cidr).
 	Reserved []pool.Reserved
@@ -70,6 +76,7 @@ type Controller struct {
 	synced   []cache.InformerSynced
 	queue    workqueue.TypedRateLimitingInterface[string]
 	events   record.EventRecorder
+	gw       *gateways // nil without Options.Gateway
 	bcast    record.EventBroadcaster
 
 	mu sync.Mutex
@@ -122,8 +129,22 @@ func New(opts Options) (*Controller, error) {
 		}
 		c.synced = append(c.synced, h.inf.HasSynced)
 	}
+	if opts.Gateway != nil {
+		gw, synced, err := newGateways(opts.Gateway, kick)
+		if err != nil {
+			return nil, err
+		}
+		c.gw, c.synced = gw, append(c.synced, synced...)
+	}
+	// Events name Gateways too, so the recorder's scheme knows their kind.
+	sch := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{scheme.AddToScheme, gatewayv1.Install} {
+		if err := add(sch); err != nil {
+			return nil, fmt.Errorf("load balancer controller: %w", err)
+		}
+	}
 	c.bcast = record.NewBroadcaster()
-	c.events = c.bcast.NewRecorder(scheme.Scheme, v1.EventSource{Component: "skiff-loadbalancer"})
+	c.events = c.bcast.NewRecorder(sch, v1.EventSource{Component: "skiff-loadbalancer"})
 	return c, nil
 }
 
@@ -149,6 +170,9 @@ func (c *Controller) Run(ctx context.Context) error {
 	defer c.bcast.Shutdown()
 	c.factory.Start(ctx.Done())
 	c.dfactory.Start(ctx.Done())
+	if c.gw != nil {
+		c.gw.factory.Start(ctx.Done())
+	}
 	if !cache.WaitForCacheSync(ctx.Done(), c.synced...) {
 		return fmt.Errorf("load balancer controller: caches did not sync: %w", ctx.Err())
 	}

@@ -96,12 +96,12 @@ func TestController(t *testing.T) {
 }
 
 func TestParseBlocks(t *testing.T) {
-	b, err := ParseBlocks("192.168.1.240/28, 192.168.2.10-192.168.2.20")
+	b, err := ParseBlocks("--lb-pool", "192.168.1.240/28, 192.168.2.10-192.168.2.20")
 	if err != nil || len(b) != 2 || b[0].CIDR != "192.168.1.240/28" || b[1].Start != "192.168.2.10" || b[1].Stop != "192.168.2.20" {
 		t.Errorf("ParseBlocks = %+v, %v", b, err)
 	}
 	for _, bad := range []string{"", "fd00::/64", "10.0.0.9-10.0.0.1", "nonsense"} {
-		if _, err := ParseBlocks(bad); err == nil {
+		if _, err := ParseBlocks("--lb-pool", bad); err == nil {
 			t.Errorf("--lb-pool %q accepted", bad)
 		}
 	}

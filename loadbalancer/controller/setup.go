@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/skiffnet/skiff/loadbalancer/api"
 	"github.com/skiffnet/skiff/loadbalancer/pool"
@@ -40,13 +41,81 @@ const (
 	AnnouncerSecret  = "skiff-lb-announcer-token"
 )
 
-// DefaultPoolName is the pool --lb-pool creates.
-const DefaultPoolName = "default"
+// DefaultPoolName is the pool --lb-pool creates, for Services;
+// GatewayPoolName the one --gateway-cidr creates, for Gateways.
+const (
+	DefaultPoolName = "default"
+	GatewayPoolName = "gateways"
+)
 
-// ParseBlocks reads --lb-pool: comma-separated CIDRs and START-STOP ranges.
-func ParseBlocks(flag string) ([]api.Block, error) {
+// Flags are the server's flags the allocator reads.
+type Flags struct {
+	LBPool      string // --lb-pool
+	GatewayCIDR string // --gateway-cidr
+	ServiceCIDR string
+	ClusterCIDR string
+}
+
+// flagPool is a pool a server flag creates.
+type flagPool struct {
+	flag, name string
+	spec       api.PoolSpec
+}
+
+// Pools parses --lb-pool and --gateway-cidr into the pools they stand
+// for, refusing blocks that overlap --service-cidr, --cluster-cidr or
+// each other, so `skiff server` stops at start with the flag's name rather
+// than create a pool that only reports the problem later.
+func (f Flags) pools() ([]flagPool, error) {
+	var out []flagPool
+	for _, fp := range []struct {
+		flag, value, name string
+		serves            []string
+	}{
+		{"--lb-pool", f.LBPool, DefaultPoolName, nil},
+		{"--gateway-cidr", f.GatewayCIDR, GatewayPoolName, []string{api.ServesGateways}},
+	} {
+		if fp.value == "" {
+			continue
+		}
+		blocks, err := ParseBlocks(fp.flag, fp.value)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, flagPool{flag: fp.flag, name: fp.name, spec: api.PoolSpec{Blocks: blocks, Serves: fp.serves}})
+	}
+	reserved := Reserved(f.ServiceCIDR, f.ClusterCIDR)
+	var parsed []pool.Pool
+	for _, fp := range out {
+		p := pool.Parse(&api.Pool{ObjectMeta: metav1.ObjectMeta{Name: fp.name}, Spec: fp.spec})
+		if err := pool.CheckReserved(p, reserved); err != nil {
+			return nil, fmt.Errorf("%s: %w", fp.flag, err)
+		}
+		for i, o := range parsed {
+			for _, r := range p.Ranges {
+				for _, or := range o.Ranges {
+					if r.Overlaps(or) {
+						return nil, fmt.Errorf("%s %s overlaps %s %s: an address belongs to one pool; list it in one flag (a pool can serve both, see docs/loadbalancer.md)", fp.flag, r, out[i].flag, or)
+					}
+				}
+			}
+		}
+		parsed = append(parsed, p)
+	}
+	return out, nil
+}
+
+// Validate checks the flags as Pools does, for the server's config check.
+func (f Flags) Validate() error {
+	_, err := f.pools()
+	return err
+}
+
+// ParseBlocks reads a pool flag: comma-separated CIDRs and START-STOP
+// ranges.
+func ParseBlocks(flag, value string) ([]api.Block, error) {
 	var out []api.Block
-	for _, f := range strings.Split(flag, ",") {
+	for _, f := range strings.Split(value, ",") {
 		f = strings.TrimSpace(f)
 		if start, stop, ok := strings.Cut(f, "-"); ok {
 			out = append(out, api.Block{Start: start, Stop: stop})
@@ -56,16 +125,15 @@ func ParseBlocks(flag string) ([]api.Block, error) {
 	}
 	p := pool.Parse(&api.Pool{Spec: api.PoolSpec{Blocks: out}})
 	if p.Err != nil {
-		return nil, fmt.Errorf("--lb-pool %q: %w (want CIDRs or START-STOP ranges, comma-separated, such as 192.168.1.240/28)", flag, p.Err)
+		return nil, fmt.Errorf("%s %q: %w (want CIDRs or START-STOP ranges, comma-separated, such as 192.168.1.240/28)", flag, value, p.Err)
 	}
 	return out, nil
 }
 
 // Setup installs the LoadBalancerPool CRD, the Role the agents' announcers
-// need, and, when blocks is not empty, the pool "default" with those
-// blocks (updated when the flag changes; deleting the flag leaves the pool
-// to the user).
-func Setup(ctx context.Context, rc *rest.Config, blocks []api.Block) error {
+// need, and the pools the server's flags stand for (updated when a flag
+// changes; deleting the flag leaves the pool to the user).
+func Setup(ctx context.Context, rc *rest.Config, pools []flagPool) error {
 	ext, err := apiextensionsclient.NewForConfig(rc)
 	if err != nil {
 		return err
@@ -80,14 +148,19 @@ func Setup(ctx context.Context, rc *rest.Config, blocks []api.Block) error {
 	if err := announcerRBAC(ctx, kube); err != nil {
 		return fmt.Errorf("load balancer announcer RBAC: %w", err)
 	}
-	if len(blocks) == 0 {
+	if len(pools) == 0 {
 		return nil
 	}
 	dyn, err := dynamic.NewForConfig(rc)
 	if err != nil {
 		return err
 	}
-	return defaultPool(ctx, dyn, blocks)
+	for _, p := range pools {
+		if err := ensurePool(ctx, dyn, p); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func announcerRBAC(ctx context.Context, kube kubernetes.Interface) error {
@@ -124,11 +197,11 @@ func announcerRBAC(ctx context.Context, kube kubernetes.Interface) error {
 	return nil
 }
 
-func defaultPool(ctx context.Context, dyn dynamic.Interface, blocks []api.Block) error {
+func ensurePool(ctx context.Context, dyn dynamic.Interface, fp flagPool) error {
 	p := &api.Pool{
 		TypeMeta:   metav1.TypeMeta{APIVersion: api.Group + "/" + api.Version, Kind: api.Kind},
-		ObjectMeta: metav1.ObjectMeta{Name: DefaultPoolName},
-		Spec:       api.PoolSpec{Blocks: blocks},
+		ObjectMeta: metav1.ObjectMeta{Name: fp.name},
+		Spec:       fp.spec,
 	}
 	raw, err := runtime.DefaultUnstructuredConverter.ToUnstructured(p)
 	if err != nil {
@@ -136,7 +209,7 @@ func defaultPool(ctx context.Context, dyn dynamic.Interface, blocks []api.Block)
 	}
 	delete(raw, "status")
 	res := dyn.Resource(api.PoolGVR)
-	have, err := res.Get(ctx, DefaultPoolName, metav1.GetOptions{})
+	have, err := res.Get(ctx, fp.name, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
 		_, err = res.Create(ctx, &unstructured.Unstructured{Object: raw}, metav1.CreateOptions{})
@@ -149,22 +222,19 @@ func defaultPool(ctx context.Context, dyn dynamic.Interface, blocks []api.Block)
 		_, err = res.Update(ctx, have, metav1.UpdateOptions{})
 	}
 	if err != nil {
-		return fmt.Errorf("LoadBalancerPool %s from --lb-pool: %w", DefaultPoolName, err)
+		return fmt.Errorf("LoadBalancerPool %s from %s: %w", fp.name, fp.flag, err)
 	}
 	return nil
 }
 
 // ForServer sets up what the allocator needs (Setup) and returns it, for
-// `skiff server`: poolFlag is --lb-pool, the CIDRs are the server's.
-func ForServer(ctx context.Context, rc *rest.Config, poolFlag, serviceCIDR, clusterCIDR string, log *slog.Logger) (*Controller, error) {
-	var blocks []api.Block
-	if poolFlag != "" {
-		var err error
-		if blocks, err = ParseBlocks(poolFlag); err != nil {
-			return nil, err
-		}
+// `skiff server`.
+func ForServer(ctx context.Context, rc *rest.Config, flags Flags, log *slog.Logger) (*Controller, error) {
+	pools, err := flags.pools()
+	if err != nil {
+		return nil, err
 	}
-	if err := Setup(ctx, rc, blocks); err != nil {
+	if err := Setup(ctx, rc, pools); err != nil {
 		return nil, err
 	}
 	kube, err := kubernetes.NewForConfig(rc)
@@ -175,5 +245,9 @@ func ForServer(ctx context.Context, rc *rest.Config, poolFlag, serviceCIDR, clus
 	if err != nil {
 		return nil, err
 	}
-	return New(Options{Client: kube, Dynamic: dyn, Reserved: Reserved(serviceCIDR, clusterCIDR), Logger: log})
+	gw, err := gatewayclient.NewForConfig(rc)
+	if err != nil {
+		return nil, err
+	}
+	return New(Options{Client: kube, Dynamic: dyn, Gateway: gw, Reserved: Reserved(flags.ServiceCIDR, flags.ClusterCIDR), Logger: log})
 }

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/skiffnet/skiff/loadbalancer/api"
 	"github.com/skiffnet/skiff/loadbalancer/pool"
@@ -25,8 +26,22 @@ func (c *Controller) sync(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	var gws []*gatewayv1.Gateway
+	if c.gw != nil {
+		if gws, err = c.gw.list(); err != nil {
+			return err
+		}
+		for _, g := range gws {
+			in.Services = append(in.Services, pool.FromGateway(g))
+		}
+	}
 	res := pool.Allocate(in)
 	var errs []error
+	for _, g := range gws {
+		if err := c.writeGateway(ctx, g, res.Gateways[types.NamespacedName{Namespace: g.Namespace, Name: g.Name}]); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	for _, s := range svcs {
 		if err := c.writeService(ctx, s, res.Services[types.NamespacedName{Namespace: s.Namespace, Name: s.Name}]); err != nil {
 			errs = append(errs, err)

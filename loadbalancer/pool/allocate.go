@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/skiffnet/skiff/loadbalancer/api"
 )
 
 // Reasons for a Service's outcome, written as the condition's reason and
@@ -62,27 +64,40 @@ type Input struct {
 // Result is the allocation.
 type Result struct {
 	Services map[types.NamespacedName]Outcome
+	// Gateways are the Gateways' outcomes; one without addresses is
+	// served on the nodes' own addresses.
+	Gateways map[types.NamespacedName]Outcome
 	Pools    map[string]PoolState
 }
 
-// Allocate decides every Service's addresses. With no pool at all it runs
-// node-address mode (k3s ServiceLB): a Service gets the addresses of the
-// Ready nodes on which its ports are free. Otherwise addresses come from
-// pools; an address is held by one Service, or by Services that share it
-// through the same sharing key with disjoint ports. Older Services win
-// every contest, and a Service keeps the address it holds while that stays
-// valid, so a new object never takes an address from a running one.
+// Allocate decides every Service's and Gateway's addresses. With no pool
+// serving Services it runs node-address mode for them (k3s ServiceLB): a
+// Service gets the addresses of the Ready nodes on which its ports are
+// free. Otherwise addresses come from pools; an address is held by one
+// Service or Gateway, or by Services that share it through the same
+// sharing key with disjoint ports. Gateways take addresses only from pools
+// that serve them. Older objects win every contest, and one keeps the
+// address it holds while that stays valid, so a new object never takes an
+// address from a running one.
 func Allocate(in Input) Result {
 	svcs := append([]Service(nil), in.Services...)
 	sort.SliceStable(svcs, func(i, j int) bool {
-		return older(svcs[i].Created, svcs[i].Name.String(), svcs[j].Created, svcs[j].Name.String())
+		return older(svcs[i].Created, svcs[i].Who(), svcs[j].Created, svcs[j].Who())
 	})
-	res := Result{Services: map[types.NamespacedName]Outcome{}, Pools: map[string]PoolState{}}
-	if len(in.Pools) == 0 {
-		nodeMode(svcs, in, res)
-		return res
-	}
+	res := Result{Services: map[types.NamespacedName]Outcome{}, Gateways: map[types.NamespacedName]Outcome{}, Pools: map[string]PoolState{}}
 	a := &allocator{pools: validate(in.Pools, in.Reserved, in.Nodes), taken: map[netip.Addr]*holder{}, res: res}
+	if !servesServices(in.Pools) {
+		var services, gateways []Service
+		for _, s := range svcs {
+			if s.Gateway {
+				gateways = append(gateways, s)
+			} else {
+				services = append(services, s)
+			}
+		}
+		nodeMode(services, in, res)
+		svcs = gateways
+	}
 	a.run(svcs)
 	for _, p := range a.pools {
 		st := PoolState{Err: p.Err}
@@ -99,6 +114,35 @@ func Allocate(in Input) Result {
 	return res
 }
 
+// servesServices reports whether any pool, valid or not, is meant for
+// Services: then addresses come from pools only, and a broken pool shows
+// as pending Services rather than a silent switch to node addresses.
+func servesServices(pools []Pool) bool {
+	for _, p := range pools {
+		if p.ForServices {
+			return true
+		}
+	}
+	return false
+}
+
+// selects reports whether p hands addresses to s.
+func selects(p *Pool, s Service) bool {
+	if s.Gateway {
+		return p.ForGateways
+	}
+	return p.ForServices && p.Selector.Matches(s.Labels)
+}
+
+// set records s's outcome.
+func (a *allocator) set(s Service, o Outcome) {
+	if s.Gateway {
+		a.res.Gateways[s.Name] = o
+	} else {
+		a.res.Services[s.Name] = o
+	}
+}
+
 type allocator struct {
 	pools  []Pool // oldest first, validated
 	taken  map[netip.Addr]*holder
@@ -110,7 +154,7 @@ func (a *allocator) run(svcs []Service) {
 	done := map[types.NamespacedName]bool{}
 	for _, s := range svcs {
 		if s.RequestErr != nil {
-			a.res.Services[s.Name] = Outcome{Reason: ReasonInvalid, Message: s.RequestErr.Error()}
+			a.set(s, Outcome{Reason: ReasonInvalid, Message: s.RequestErr.Error()})
 			done[s.Name] = true
 		}
 	}
@@ -120,7 +164,7 @@ func (a *allocator) run(svcs []Service) {
 			continue
 		}
 		p := a.poolOf(s.Current[0])
-		if p == nil || !p.Selector.Matches(s.Labels) {
+		if p == nil || !selects(p, s) {
 			continue
 		}
 		if a.take(s, s.Current[0]) == "" {
@@ -136,11 +180,11 @@ func (a *allocator) run(svcs []Service) {
 		done[s.Name] = true
 		p, why := a.requestPool(s)
 		if p == nil {
-			a.res.Services[s.Name] = Outcome{Reason: ReasonOutsidePools, Message: why}
+			a.set(s, Outcome{Reason: ReasonOutsidePools, Message: why})
 			continue
 		}
 		if why := a.take(s, s.Requested); why != "" {
-			a.res.Services[s.Name] = Outcome{Reason: ReasonConflict, Message: fmt.Sprintf("requested address %s cannot be given: %s", s.Requested, why)}
+			a.set(s, Outcome{Reason: ReasonConflict, Message: fmt.Sprintf("requested address %s cannot be given: %s", s.Requested, why)})
 			continue
 		}
 		a.assigned(s, p, s.Requested)
@@ -170,7 +214,11 @@ func (a *allocator) requestPool(s Service) (*Pool, string) {
 		return nil, fmt.Sprintf("requested address %s is in no LoadBalancerPool: add it to a pool's spec.blocks, or request an address of a pool", s.Requested)
 	case p.Disabled:
 		return nil, fmt.Sprintf("requested address %s is in LoadBalancerPool %s, which is disabled (spec.disabled)", s.Requested, p.Name)
-	case !p.Selector.Matches(s.Labels):
+	case s.Gateway && !p.ForGateways:
+		return nil, fmt.Sprintf("requested address %s is in LoadBalancerPool %s, which does not serve Gateways: add %s to its spec.serves, or request an address of a pool that serves them", s.Requested, p.Name, api.ServesGateways)
+	case !s.Gateway && !p.ForServices:
+		return nil, fmt.Sprintf("requested address %s is in LoadBalancerPool %s, which does not serve Services: add %s to its spec.serves, or request an address of a pool that serves them", s.Requested, p.Name, api.ServesServices)
+	case !selects(p, s):
 		return nil, fmt.Sprintf("requested address %s is in LoadBalancerPool %s, whose spec.serviceSelector (%s) does not select this Service", s.Requested, p.Name, p.Selector)
 	}
 	return p, ""
@@ -191,8 +239,8 @@ func (a *allocator) take(s Service, addr netip.Addr) string {
 }
 
 func (a *allocator) assigned(s Service, p *Pool, addr netip.Addr) {
-	a.res.Services[s.Name] = Outcome{Addrs: []netip.Addr{addr}, Pool: p.Name, Reason: ReasonAssigned,
-		Message: fmt.Sprintf("address %s from LoadBalancerPool %s", addr, p.Name)}
+	a.set(s, Outcome{Addrs: []netip.Addr{addr}, Pool: p.Name, Reason: ReasonAssigned,
+		Message: fmt.Sprintf("address %s from LoadBalancerPool %s", addr, p.Name)})
 }
 
 func (a *allocator) dynamic(s Service) {
@@ -206,7 +254,7 @@ func (a *allocator) dynamic(s Service) {
 	}
 	for i := range a.pools {
 		p := &a.pools[i]
-		if p.Err != nil || p.Disabled || !p.Selector.Matches(s.Labels) {
+		if p.Err != nil || p.Disabled || !selects(p, s) {
 			continue
 		}
 		selecting = append(selecting, p.Name)
@@ -216,13 +264,17 @@ func (a *allocator) dynamic(s Service) {
 			return
 		}
 	}
-	if len(selecting) == 0 {
-		a.res.Services[s.Name] = Outcome{Reason: ReasonNoPool, Message: fmt.Sprintf(
-			"no enabled, valid LoadBalancerPool selects this Service (labels %q): create one, or fix a pool's spec.serviceSelector", s.Labels.String())}
-		return
+	switch {
+	case len(selecting) == 0 && s.Gateway:
+		a.set(s, Outcome{Reason: ReasonNoPool, Message: fmt.Sprintf(
+			"no enabled, valid LoadBalancerPool serves Gateways, so the Gateway is served on the nodes' addresses: create one with spec.serves [%s] (skiff server --gateway-cidr does)", api.ServesGateways)})
+	case len(selecting) == 0:
+		a.set(s, Outcome{Reason: ReasonNoPool, Message: fmt.Sprintf(
+			"no enabled, valid LoadBalancerPool selects this Service (labels %q): create one, or fix a pool's spec.serviceSelector", s.Labels.String())})
+	default:
+		a.set(s, Outcome{Reason: ReasonExhausted, Message: fmt.Sprintf(
+			"LoadBalancerPool %s has no free address: add a block to spec.blocks, or delete a LoadBalancer Service or Gateway", strings.Join(selecting, ", "))})
 	}
-	a.res.Services[s.Name] = Outcome{Reason: ReasonExhausted, Message: fmt.Sprintf(
-		"LoadBalancerPool %s has no free address: add a block to spec.blocks, or delete a LoadBalancer Service", strings.Join(selecting, ", "))}
 }
 
 // shareable finds the lowest address held with s's sharing key that s may
@@ -237,7 +289,7 @@ func (a *allocator) shareable(s Service) (netip.Addr, *Pool, bool) {
 	sort.Slice(addrs, func(i, j int) bool { return addrs[i].Less(addrs[j]) })
 	for _, addr := range addrs {
 		p := a.poolOf(addr)
-		if p != nil && !p.Disabled && p.Selector.Matches(s.Labels) && a.taken[addr].refuses(s) == "" {
+		if p != nil && !p.Disabled && selects(p, s) && a.taken[addr].refuses(s) == "" {
 			return addr, p, true
 		}
 	}

@@ -256,3 +256,46 @@ func TestFromService(t *testing.T) {
 		}
 	}
 }
+
+// TestGateways: Gateways and Services share one allocation, so a pool
+// serving both never gives one address to both, and each kind takes only
+// from pools that serve it.
+func TestGateways(t *testing.T) {
+	both := apiPool("both", 10, span("192.168.9.1", "192.168.9.3"))
+	both.Spec.Serves = []string{api.ServesServices, api.ServesGateways}
+	gwOnly := apiPool("gw", 5, cidr("192.168.8.0/30"))
+	gwOnly.Spec.Serves = []string{api.ServesGateways}
+	gw := func(name string, age int, opts ...func(*Service)) Service {
+		s := svc(name, age, nil, opts...)
+		s.Gateway = true
+		return s
+	}
+	name := func(n string) types.NamespacedName { return types.NamespacedName{Namespace: "ns", Name: n} }
+
+	res := Allocate(Input{Pools: []Pool{parsed(both)}, Services: []Service{
+		svc("s", 3, []int32{80}, holds("192.168.9.1")), gw("g", 2), svc("s2", 1, []int32{80}),
+		gw("wants-s", 1, asks("192.168.9.1")),
+	}})
+	check(t, res.Services[name("s")], "192.168.9.1")
+	check(t, res.Gateways[name("g")], "192.168.9.2")
+	check(t, res.Services[name("s2")], "192.168.9.3")
+	check(t, res.Gateways[name("wants-s")], "!AddressConflict: held by Service ns/s")
+
+	// A Gateways-only pool: Services fall back to node addresses, a
+	// Service cannot request its addresses, Gateways keep theirs.
+	res = Allocate(Input{Pools: []Pool{parsed(gwOnly)}, Nodes: []Node{{Name: "n1", Addr: netip.MustParseAddr("172.30.0.11"), Ready: true}},
+		Services: []Service{gw("keeps", 3, holds("192.168.8.2")), gw("new", 2), gw("full", 1), svc("s", 1, []int32{8080})}})
+	check(t, res.Gateways[name("keeps")], "192.168.8.2")
+	check(t, res.Gateways[name("new")], "192.168.8.1")
+	check(t, res.Gateways[name("full")], "!PoolExhausted: LoadBalancerPool gw has no free address")
+	check(t, res.Services[name("s")], "172.30.0.11")
+	res = Allocate(Input{Pools: []Pool{parsed(gwOnly), parsed(both)}, Services: []Service{svc("r", 1, []int32{80}, asks("192.168.8.1"))}})
+	check(t, res.Services[name("r")], "!RequestOutsidePools: does not serve Services")
+
+	// No pool serves Gateways: they are served on the nodes' addresses,
+	// and an annotation left from before is not kept.
+	res = Allocate(Input{Services: []Service{gw("g", 1, holds("192.168.9.2"))}})
+	check(t, res.Gateways[name("g")], "!NoPool: no enabled, valid LoadBalancerPool serves Gateways")
+	res = Allocate(Input{Pools: []Pool{parsed(apiPool("svc", 1, cidr("192.168.7.0/30")))}, Services: []Service{gw("g", 1, asks("192.168.7.1"))}})
+	check(t, res.Gateways[name("g")], "!RequestOutsidePools: does not serve Gateways")
+}

@@ -45,9 +45,9 @@ func nodeOutcome(s Service, nodes []Node, users map[string]map[Port]string) Outc
 		return Outcome{Reason: ReasonInvalid, Message: s.RequestErr.Error()}
 	case s.Requested.IsValid():
 		return Outcome{Reason: ReasonOutsidePools, Message: fmt.Sprintf(
-			"requested address %s is in no LoadBalancerPool (none exists, so Services get their nodes' addresses): create a pool holding it, or drop the request", s.Requested)}
+			"requested address %s is in no LoadBalancerPool (none serves Services, so they get their nodes' addresses): create a pool holding it, or drop the request", s.Requested)}
 	case len(nodes) == 0:
-		return Outcome{Reason: ReasonNoNodes, Message: "no Ready node to take an address from (no LoadBalancerPool exists, so Services get their nodes' addresses)"}
+		return Outcome{Reason: ReasonNoNodes, Message: "no Ready node to take an address from (no LoadBalancerPool serves Services, so they get their nodes' addresses)"}
 	}
 	var out Outcome
 	var why []string
@@ -63,10 +63,10 @@ func nodeOutcome(s Service, nodes []Node, users map[string]map[Port]string) Outc
 	}
 	if len(out.Addrs) == 0 {
 		return Outcome{Reason: ReasonPortsTaken, Message: fmt.Sprintf(
-			"no LoadBalancerPool exists, so this Service takes node addresses, but its ports are taken on every node (%s): use another port, or create a LoadBalancerPool", strings.Join(why, "; "))}
+			"no LoadBalancerPool serves Services, so this Service takes node addresses, but its ports are taken on every node (%s): use another port, or create a LoadBalancerPool", strings.Join(why, "; "))}
 	}
 	out.Reason = ReasonNodeAddresses
-	out.Message = fmt.Sprintf("no LoadBalancerPool exists: the addresses of the nodes whose ports are free (%s)", addrList(out.Addrs))
+	out.Message = fmt.Sprintf("no LoadBalancerPool serves Services: the addresses of the nodes whose ports are free (%s)", addrList(out.Addrs))
 	return out
 }
 

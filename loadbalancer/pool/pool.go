@@ -64,6 +64,8 @@ type Pool struct {
 	Ranges   []Range
 	Selector labels.Selector // never nil after Parse
 	Disabled bool
+	// ForServices and ForGateways are spec.serves.
+	ForServices, ForGateways bool
 	// Err is why the spec is unusable (a field and its fix); such a pool
 	// hands out nothing.
 	Err error
@@ -73,6 +75,19 @@ type Pool struct {
 // Pool, with Err set, so the allocator can report it on the object.
 func Parse(p *api.Pool) Pool {
 	out := Pool{Name: p.Name, Created: p.CreationTimestamp.Time, Disabled: p.Spec.Disabled, Selector: labels.Everything()}
+	out.ForServices = len(p.Spec.Serves) == 0
+	for i, v := range p.Spec.Serves {
+		switch v {
+		case api.ServesServices:
+			out.ForServices = true
+		case api.ServesGateways:
+			out.ForGateways = true
+		default:
+			out.ForServices = true // still counts as a Services pool for node-address mode
+			out.Err = fmt.Errorf("spec.serves[%d]: %q is neither %s nor %s", i, v, api.ServesServices, api.ServesGateways)
+			return out
+		}
+	}
 	if p.Spec.ServiceSelector != nil {
 		sel, err := metav1.LabelSelectorAsSelector(p.Spec.ServiceSelector)
 		if err != nil {
@@ -177,6 +192,13 @@ type Node struct {
 	Ready bool
 	// Ports are taken on the node by pods' hostPorts.
 	Ports []Port
+}
+
+// CheckReserved says why p overlaps one of the cluster's reserved ranges,
+// or returns nil: `skiff server` checks --lb-pool and --gateway-cidr with
+// it at start.
+func CheckReserved(p Pool, reserved []Reserved) error {
+	return checkPool(p, nil, reserved, nil)
 }
 
 // validate sets Err on pools that overlap a reserved range, hold a node's

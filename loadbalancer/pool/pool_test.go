@@ -95,3 +95,28 @@ func TestValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestServes(t *testing.T) {
+	for _, tc := range []struct {
+		serves  []string
+		svc, gw bool
+		wantErr string
+	}{
+		{nil, true, false, ""},
+		{[]string{api.ServesGateways}, false, true, ""},
+		{[]string{api.ServesServices, api.ServesGateways}, true, true, ""},
+		{[]string{"Ingresses"}, true, false, `spec.serves[0]: "Ingresses" is neither Services nor Gateways`},
+	} {
+		p := apiPool("p", 0, cidr("10.0.0.0/30"))
+		p.Spec.Serves = tc.serves
+		got := Parse(p)
+		if got.ForServices != tc.svc || got.ForGateways != tc.gw || (tc.wantErr == "") != (got.Err == nil) ||
+			got.Err != nil && !strings.Contains(got.Err.Error(), tc.wantErr) {
+			t.Errorf("serves %v: services %v gateways %v err %v; want %v %v %q", tc.serves, got.ForServices, got.ForGateways, got.Err, tc.svc, tc.gw, tc.wantErr)
+		}
+	}
+	err := CheckReserved(Parse(apiPool("flag", 0, cidr("10.96.5.0/24"))), []Reserved{{Name: "--service-cidr", Prefix: netip.MustParsePrefix("10.96.0.0/12")}})
+	if err == nil || !strings.Contains(err.Error(), "--service-cidr 10.96.0.0/12") {
+		t.Errorf("CheckReserved = %v, want it to name --service-cidr", err)
+	}
+}

@@ -23,9 +23,12 @@ type Port struct {
 
 func (p Port) String() string { return fmt.Sprintf("%d/%s", p.Number, p.Proto) }
 
-// Service is a LoadBalancer Service as the allocator sees it.
+// Service is a LoadBalancer Service as the allocator sees it, or a
+// Gateway (Gateway set): both take addresses from the same pools, so one
+// allocation keeps an address from going to both.
 type Service struct {
 	Name    types.NamespacedName
+	Gateway bool
 	Created time.Time
 	Labels  labels.Set
 	Ports   []Port
@@ -41,6 +44,14 @@ type Service struct {
 	Selector string
 	// Current are the addresses in status.loadBalancer.ingress.
 	Current []netip.Addr
+}
+
+// Who names s in messages: "Service ns/name" or "Gateway ns/name".
+func (s Service) Who() string {
+	if s.Gateway {
+		return "Gateway " + s.Name.String()
+	}
+	return "Service " + s.Name.String()
 }
 
 // Ours reports whether Skiff allocates for svc: a LoadBalancer Service
@@ -103,7 +114,7 @@ func requested(svc *v1.Service) (netip.Addr, error) {
 // holder is who holds an address: one Service, or several with the same
 // sharing key.
 type holder struct {
-	services []types.NamespacedName
+	who      []string
 	key      string
 	ports    map[Port]bool
 	local    bool
@@ -117,7 +128,7 @@ func newHolder(s Service) *holder {
 }
 
 func (h *holder) add(s Service) {
-	h.services = append(h.services, s.Name)
+	h.who = append(h.who, s.Who())
 	for _, p := range s.Ports {
 		h.ports[p] = true
 	}
@@ -125,18 +136,18 @@ func (h *holder) add(s Service) {
 
 // refuses says why s cannot share the address h holds, or "".
 func (h *holder) refuses(s Service) string {
-	who := h.services[0].String()
+	who := h.who[0]
 	switch {
 	case h.key == "" || s.SharingKey != h.key:
-		return fmt.Sprintf("it is held by Service %s; to share it, give both the same %s annotation", who, api.SharingKeyAnnotation)
+		return fmt.Sprintf("it is held by %s; to share it, give both the same %s annotation", who, api.SharingKeyAnnotation)
 	case h.local != s.Local:
-		return fmt.Sprintf("Service %s shares it with another externalTrafficPolicy: sharing needs the same policy", who)
+		return fmt.Sprintf("%s shares it with another externalTrafficPolicy: sharing needs the same policy", who)
 	case h.local && h.selector != s.Selector:
-		return fmt.Sprintf("Service %s shares it with externalTrafficPolicy Local and another selector: Local sharing needs the same pods", who)
+		return fmt.Sprintf("%s shares it with externalTrafficPolicy Local and another selector: Local sharing needs the same pods", who)
 	}
 	for _, p := range s.Ports {
 		if h.ports[p] {
-			return fmt.Sprintf("port %s is already served on it by Service %s", p, who)
+			return fmt.Sprintf("port %s is already served on it by %s", p, who)
 		}
 	}
 	return ""

@@ -39,6 +39,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -107,10 +108,11 @@ func (e *Endpoint) Allows(egress bool, peer netip.Addr, proto uint8, port uint16
 
 // peerPod is a pod that can be a peer: it has an IPv4 address of its own.
 type peerPod struct {
-	pod *corev1.Pod
-	ip  netip.Addr
-	ns  string
-	lbl labels.Set
+	ip       netip.Addr
+	ns, name string
+	lbl      labels.Set
+	local    bool // on this node
+	deleting bool
 	// ports are its container ports, for named ports.
 	ports []corev1.ContainerPort
 	// limit caps what may reach it (the DNS peer: port 53 only).
@@ -118,36 +120,44 @@ type peerPod struct {
 }
 
 // Compute returns the node's local pods (by IP) and what policy allows
-// each. Problems with single policies (an unparsable CIDR or selector,
-// which API validation normally rejects) are returned as errors naming the
-// policy and field; the rest is computed, the faulty peer matching nothing.
+// each, from scratch. It is the reference: Model gives the same result
+// incrementally. Problems with single policies (an unparsable CIDR or
+// selector, which API validation normally rejects) are returned as errors
+// naming the policy and field; the rest is computed, the faulty peer
+// matching nothing.
 func Compute(s State, opts Options) (map[netip.Addr]*Endpoint, error) {
 	c := &computation{opts: opts, nsLabels: map[string]labels.Set{}, byIP: map[netip.Addr]*peerPod{}}
 	for _, ns := range s.Namespaces {
 		c.nsLabels[ns.Name] = labels.Set(ns.Labels)
 	}
-	out := map[netip.Addr]*Endpoint{}
 	for _, p := range s.Pods {
-		pp := newPeerPod(p)
+		pp := newPeerPod(p, opts.NodeName)
 		if pp == nil {
 			continue
 		}
+		if cur := c.byIP[pp.ip]; cur == nil || prefer(pp, cur) {
+			c.byIP[pp.ip] = pp
+		}
+	}
+	out := map[netip.Addr]*Endpoint{}
+	for ip, pp := range c.byIP {
 		c.pods = append(c.pods, pp)
-		c.byIP[pp.ip] = pp
-		c.podIPs = append(c.podIPs, pp.ip)
-		if p.Spec.NodeName == opts.NodeName {
-			out[pp.ip] = &Endpoint{Pod: types.NamespacedName{Namespace: p.Namespace, Name: p.Name}, IP: pp.ip}
+		c.podIPs = append(c.podIPs, ip)
+		if pp.local {
+			out[ip] = &Endpoint{Pod: types.NamespacedName{Namespace: pp.ns, Name: pp.name}, IP: ip}
 			c.local = append(c.local, pp)
 		}
 	}
-	if d := opts.DNS; d != nil && d.Addr.Is4() {
-		dns := &peerPod{ip: d.Addr, ns: d.Namespace, lbl: labels.Set(d.Labels), ports: dnsContainerPorts, limit: &dnsPorts}
+	if dns := newDNSPeer(opts.DNS); dns != nil {
 		c.pods = append(c.pods, dns)
 		c.byIP[dns.ip] = dns
 	}
+	var errs []error
 	grants := map[netip.Addr]*[2][]grant{}
 	for _, pol := range s.Policies {
-		c.policy(pol, out, grants)
+		p := parsePolicy(pol)
+		errs = append(errs, p.errs...)
+		c.policy(p, out, grants)
 	}
 	for ip, ep := range out {
 		slices.Sort(ep.Policies)
@@ -156,20 +166,25 @@ func Compute(s State, opts Options) (map[netip.Addr]*Endpoint, error) {
 			ep.Egress = flatten(g[1], c.podIPs)
 		}
 	}
-	return out, errors.Join(c.errs...)
+	return out, joinSorted(errs)
+}
+
+// joinSorted joins errors in a stable order (by message).
+func joinSorted(errs []error) error {
+	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
+	return errors.Join(errs...)
 }
 
 type computation struct {
 	opts     Options
 	nsLabels map[string]labels.Set
-	pods     []*peerPod // every pod with an address, and the DNS peer
+	pods     []*peerPod // one per address, and the DNS peer
 	byIP     map[netip.Addr]*peerPod
 	podIPs   []netip.Addr
 	local    []*peerPod
-	errs     []error
 }
 
-func newPeerPod(p *corev1.Pod) *peerPod {
+func newPeerPod(p *corev1.Pod, nodeName string) *peerPod {
 	if p.Spec.HostNetwork || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
 		return nil
 	}
@@ -188,7 +203,8 @@ func newPeerPod(p *corev1.Pod) *peerPod {
 	if !ip.IsValid() {
 		return nil
 	}
-	pp := &peerPod{pod: p, ip: ip, ns: p.Namespace, lbl: labels.Set(p.Labels)}
+	pp := &peerPod{ip: ip, ns: p.Namespace, name: p.Name, lbl: labels.Set(p.Labels),
+		local: p.Spec.NodeName == nodeName, deleting: p.DeletionTimestamp != nil}
 	for _, cs := range [][]corev1.Container{p.Spec.InitContainers, p.Spec.Containers} {
 		for _, ctr := range cs {
 			pp.ports = append(pp.ports, ctr.Ports...)
@@ -197,58 +213,115 @@ func newPeerPod(p *corev1.Pod) *peerPod {
 	return pp
 }
 
-func (c *computation) errorf(pol *networkingv1.NetworkPolicy, format string, args ...any) {
-	c.errs = append(c.errs, fmt.Errorf("NetworkPolicy %s/%s: %s", pol.Namespace, pol.Name, fmt.Sprintf(format, args...)))
+func newDNSPeer(d *DNSPeer) *peerPod {
+	if d == nil || !d.Addr.Is4() {
+		return nil
+	}
+	return &peerPod{ip: d.Addr, ns: d.Namespace, lbl: labels.Set(d.Labels), ports: dnsContainerPorts, limit: &dnsPorts}
+}
+
+// prefer says which of two pods claiming one address is the one there:
+// an address is reused once its pod's sandbox is gone, while the old pod
+// object may linger being deleted, so a pod not being deleted wins; then,
+// to be deterministic, the first by namespace and name.
+func prefer(a, b *peerPod) bool {
+	if a.deleting != b.deleting {
+		return !a.deleting
+	}
+	if a.ns != b.ns {
+		return a.ns < b.ns
+	}
+	return a.name < b.name
+}
+
+// parsedPolicy is a policy as written: selectors, ports and peers, parsed
+// once per version of the object. What its peer selectors pick depends on
+// the pods and namespaces of the moment and is resolved separately.
+type parsedPolicy struct {
+	pol             *networkingv1.NetworkPolicy
+	key             string          // namespace/name
+	sel             labels.Selector // nil: unparsable, the policy selects no pod
+	ingress, egress bool
+	rules           [2][]*parsedRule // ingress, egress (directions it isolates)
+	errs            []error
+}
+
+func parsePolicy(pol *networkingv1.NetworkPolicy) *parsedPolicy {
+	p := &parsedPolicy{pol: pol, key: pol.Namespace + "/" + pol.Name}
+	sel, err := metav1.LabelSelectorAsSelector(&pol.Spec.PodSelector)
+	if err != nil {
+		p.errorf("spec.podSelector: %v; the policy selects no pod until it is fixed", err)
+		return p
+	}
+	p.sel = sel
+	p.ingress, p.egress = policyTypes(pol)
+	if p.ingress {
+		for i, r := range pol.Spec.Ingress {
+			p.rules[0] = append(p.rules[0], p.parseRule(fmt.Sprintf("spec.ingress[%d]", i), r.From, r.Ports, false))
+		}
+	}
+	if p.egress {
+		for i, r := range pol.Spec.Egress {
+			p.rules[1] = append(p.rules[1], p.parseRule(fmt.Sprintf("spec.egress[%d]", i), r.To, r.Ports, true))
+		}
+	}
+	return p
+}
+
+func (p *parsedPolicy) errorf(format string, args ...any) {
+	p.errs = append(p.errs, fmt.Errorf("NetworkPolicy %s: %s", p.key, fmt.Sprintf(format, args...)))
+}
+
+// resolve compiles the policy's rules against the pods of ix.
+func (p *parsedPolicy) resolve(ix podIndex) [2][]*compiledRule {
+	var out [2][]*compiledRule
+	for dir, rules := range p.rules {
+		for _, r := range rules {
+			out[dir] = append(out[dir], resolveRule(r, p.pol.Namespace, dir == 1, ix))
+		}
+	}
+	return out
+}
+
+// addGrants adds what the policy's compiled rules give the local pod lp
+// to ep and g (ingress, egress).
+func (p *parsedPolicy) addGrants(ep *Endpoint, g *[2][]grant, rules [2][]*compiledRule, lp *peerPod, ix podIndex) {
+	ep.Policies = append(ep.Policies, p.key)
+	if p.ingress {
+		ep.IngressIsolated = true
+	}
+	if p.egress {
+		ep.EgressIsolated = true
+	}
+	for dir, rs := range rules {
+		for _, r := range rs {
+			g[dir] = append(g[dir], grants(r, lp, dir == 1, ix)...)
+		}
+	}
 }
 
 // policy applies one policy to the local pods it selects.
-func (c *computation) policy(pol *networkingv1.NetworkPolicy, out map[netip.Addr]*Endpoint, grants map[netip.Addr]*[2][]grant) {
-	sel, err := metav1.LabelSelectorAsSelector(&pol.Spec.PodSelector)
-	if err != nil {
-		c.errorf(pol, "spec.podSelector: %v; the policy selects no pod until it is fixed", err)
+func (c *computation) policy(p *parsedPolicy, out map[netip.Addr]*Endpoint, grants map[netip.Addr]*[2][]grant) {
+	if p.sel == nil {
 		return
 	}
-	ingress, egress := policyTypes(pol)
 	var selected []*peerPod
 	for _, lp := range c.local {
-		if lp.ns == pol.Namespace && sel.Matches(lp.lbl) {
+		if lp.ns == p.pol.Namespace && p.sel.Matches(lp.lbl) {
 			selected = append(selected, lp)
 		}
 	}
 	if len(selected) == 0 {
 		return // a policy that selects nothing changes nothing
 	}
-	var in, eg []*compiledRule
-	if ingress {
-		for i, r := range pol.Spec.Ingress {
-			in = append(in, c.compile(pol, fmt.Sprintf("spec.ingress[%d]", i), r.From, r.Ports, false))
-		}
-	}
-	if egress {
-		for i, r := range pol.Spec.Egress {
-			eg = append(eg, c.compile(pol, fmt.Sprintf("spec.egress[%d]", i), r.To, r.Ports, true))
-		}
-	}
+	rules := p.resolve(c)
 	for _, lp := range selected {
-		ep := out[lp.ip]
-		ep.Policies = append(ep.Policies, pol.Namespace+"/"+pol.Name)
 		g := grants[lp.ip]
 		if g == nil {
 			g = &[2][]grant{}
 			grants[lp.ip] = g
 		}
-		if ingress {
-			ep.IngressIsolated = true
-			for _, r := range in {
-				g[0] = append(g[0], c.grants(r, lp, false)...)
-			}
-		}
-		if egress {
-			ep.EgressIsolated = true
-			for _, r := range eg {
-				g[1] = append(g[1], c.grants(r, lp, true)...)
-			}
-		}
+		p.addGrants(out[lp.ip], g, rules, lp, c)
 	}
 }
 

@@ -356,6 +356,28 @@ spec:
 			errs:   `NetworkPolicy a/bad: spec.ingress[0].from[0].ipBlock.cidr "10.0.0.0/33"`,
 		},
 		{
+			name: "a port name no container declares matches nothing",
+			policies: []string{`
+metadata: {name: nosuch}
+spec:
+  podSelector: {matchLabels: {app: server}}
+  ingress: [{ports: [{port: nosuch}, {port: http, protocol: UDP}]}]`},
+			checks: []check{
+				in(server, client, ProtoTCP, 8080, false), in(server, client, ProtoUDP, 8080, false),
+				in(server, outside, ProtoTCP, 80, false), in(client, server, ProtoTCP, 80, true),
+			},
+		},
+		{
+			name: "a policy that selects nothing changes nothing",
+			policies: []string{`
+metadata: {name: nobody}
+spec: {podSelector: {matchLabels: {app: nobody}}, policyTypes: [Ingress, Egress]}`},
+			checks: []check{
+				in(server, bClient, ProtoTCP, 80, true), out(server, outside, ProtoTCP, 443, true),
+				in(client, remote, ProtoUDP, 53, true), out(client, bOther, ProtoTCP, 1, true),
+			},
+		},
+		{
 			name: "policies of another namespace do not select",
 			policies: []string{`
 metadata: {name: deny, namespace: b}
@@ -369,7 +391,12 @@ spec: {podSelector: {}, policyTypes: [Ingress, Egress]}`},
 			for _, doc := range tt.policies {
 				s.Policies = append(s.Policies, policy(t, doc))
 			}
-			eps, err := Compute(s, Options{NodeName: node, DNS: NodeDNS(nodeIP)})
+			opts := Options{NodeName: node, DNS: NodeDNS(nodeIP)}
+			eps, err := Compute(s, opts)
+			// The incremental model, from empty, says the same.
+			if m, merr := NewModel(opts).Update(s); describe(m, merr) != describe(eps, err) {
+				t.Errorf("Model:\n%s\nCompute:\n%s", describe(m, merr), describe(eps, err))
+			}
 			if tt.errs == "" && err != nil {
 				t.Fatalf("Compute: %v", err)
 			}

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"cmp"
 	"net/netip"
 	"slices"
 )
@@ -123,7 +124,9 @@ func flattenPods(grants []grant) []Entry {
 			out = append(out, Entry{Prefix: netip.PrefixFrom(ip, 32), Ports: s})
 		}
 	}
-	slices.SortFunc(out, func(a, b Entry) int { return a.Prefix.Addr().Compare(b.Prefix.Addr()) })
+	// By the IPv4 address as a number: Addr.Compare is general and, with
+	// a pod's hundreds of entries re-sorted on every change, costly.
+	slices.SortFunc(out, func(a, b Entry) int { return cmp.Compare(addrNum(a.Prefix.Addr()), addrNum(b.Prefix.Addr())) })
 	return out
 }
 
@@ -183,4 +186,9 @@ func lookup(entries []Entry, peer netip.Addr) PortSet {
 		}
 	}
 	return out
+}
+
+func addrNum(a netip.Addr) uint32 {
+	b := a.As4()
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
 }

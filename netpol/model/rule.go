@@ -54,30 +54,30 @@ func protoNumber(p corev1.Protocol) uint8 {
 	return ProtoTCP // the API's default
 }
 
-// ports compiles a rule's ports; a bad entry is reported and skipped, so it
+// ports parses a rule's ports; a bad entry is reported and skipped, so it
 // allows nothing.
-func (c *computation) ports(pol *networkingv1.NetworkPolicy, field string, ps []networkingv1.NetworkPolicyPort) *portSpec {
+func (p *parsedPolicy) ports(field string, ps []networkingv1.NetworkPolicyPort) *portSpec {
 	if len(ps) == 0 {
 		return &portSpec{all: true}
 	}
 	spec := &portSpec{}
-	for i, p := range ps {
+	for i, np := range ps {
 		proto := ProtoTCP
-		if p.Protocol != nil {
-			proto = protoNumber(*p.Protocol)
+		if np.Protocol != nil {
+			proto = protoNumber(*np.Protocol)
 		}
 		switch {
-		case p.Port == nil:
+		case np.Port == nil:
 			spec.numbered = spec.numbered.Union(PortSet{Ranges: []PortRange{{proto, 0, 65535}}})
-		case p.Port.Type == intstr.String:
-			spec.named = append(spec.named, namedPort{proto, p.Port.StrVal})
+		case np.Port.Type == intstr.String:
+			spec.named = append(spec.named, namedPort{proto, np.Port.StrVal})
 		default:
-			first, last := p.Port.IntVal, p.Port.IntVal
-			if p.EndPort != nil {
-				last = *p.EndPort
+			first, last := np.Port.IntVal, np.Port.IntVal
+			if np.EndPort != nil {
+				last = *np.EndPort
 			}
 			if first < 1 || last > 65535 || last < first {
-				c.errorf(pol, "%s.ports[%d]: port %d endPort %d: want 1 <= port <= endPort <= 65535; the entry matches nothing", field, i, first, last)
+				p.errorf("%s.ports[%d]: port %d endPort %d: want 1 <= port <= endPort <= 65535; the entry matches nothing", field, i, first, last)
 				continue
 			}
 			spec.numbered = spec.numbered.Union(PortSet{Ranges: []PortRange{{proto, uint16(first), uint16(last)}}})
@@ -86,36 +86,88 @@ func (c *computation) ports(pol *networkingv1.NetworkPolicy, field string, ps []
 	return spec
 }
 
-// compiledRule is one ingress or egress rule with its peers resolved: the
-// same for every pod the policy selects, so it is done once per policy.
+// parsedRule is one ingress or egress rule as written: its ports, address
+// blocks and pod selectors. It depends on the policy object only.
+type parsedRule struct {
+	spec   *portSpec
+	blocks []*block
+	peers  []peerSel
+	// podDependent: egress ports named over an ipBlock resolve against
+	// whatever pod holds each address, so every pod change may change them.
+	podDependent bool
+}
+
+// peerSel is a podSelector / namespaceSelector peer.
+type peerSel struct {
+	pod labels.Selector
+	ns  labels.Selector // nil: the policy's own namespace
+}
+
+// matches reports whether pp is a peer this selector picks, given the
+// labels of pp's namespace.
+func (s peerSel) matches(pp *peerPod, polNS string, nsLabels labels.Set, egress bool) bool {
+	if pp.limit != nil && !egress {
+		return false // the DNS peer is a destination only
+	}
+	if s.ns == nil {
+		if pp.ns != polNS {
+			return false
+		}
+	} else if !s.ns.Matches(nsLabels) {
+		return false
+	}
+	return s.pod.Matches(pp.lbl)
+}
+
+// parseRule parses a rule's ports and peers.
+func (p *parsedPolicy) parseRule(field string, peers []networkingv1.NetworkPolicyPeer, ps []networkingv1.NetworkPolicyPort, egress bool) *parsedRule {
+	r := &parsedRule{spec: p.ports(field, ps)}
+	if len(peers) == 0 {
+		r.blocks = []*block{{cidr: everywhere}}
+	}
+	for i, peer := range peers {
+		pf := fmt.Sprintf("%s.%s[%d]", field, map[bool]string{false: "from", true: "to"}[egress], i)
+		if peer.IPBlock != nil {
+			if b := p.ipBlock(pf, peer.IPBlock); b != nil {
+				r.blocks = append(r.blocks, b)
+			}
+			continue
+		}
+		if s, ok := p.peerSelector(pf, peer); ok {
+			r.peers = append(r.peers, s)
+		}
+	}
+	r.podDependent = egress && len(r.spec.named) > 0 && len(r.blocks) > 0
+	return r
+}
+
+// compiledRule is a parsed rule with its selectors resolved to the pods
+// of the moment: the same for every pod the policy selects.
 type compiledRule struct {
 	spec   *portSpec
 	blocks []*block
 	pods   []*peerPod
 }
 
-// compile resolves a rule's ports and peers.
-func (c *computation) compile(pol *networkingv1.NetworkPolicy, field string, peers []networkingv1.NetworkPolicyPeer, ps []networkingv1.NetworkPolicyPort, egress bool) *compiledRule {
-	r := &compiledRule{spec: c.ports(pol, field, ps)}
-	if len(peers) == 0 {
-		r.blocks = []*block{{cidr: everywhere}}
-		return r
+// podIndex is what resolving rules needs from the pods and namespaces:
+// Compute scans everything, Model keeps indexes.
+type podIndex interface {
+	// peer is the pod (or the DNS peer) at an address.
+	peer(ip netip.Addr) *peerPod
+	// selectPods are the pods (and the DNS peer, as a destination) s picks.
+	selectPods(s peerSel, polNS string, egress bool) []*peerPod
+}
+
+func resolveRule(r *parsedRule, polNS string, egress bool, ix podIndex) *compiledRule {
+	cr := &compiledRule{spec: r.spec, blocks: r.blocks}
+	for _, s := range r.peers {
+		cr.pods = append(cr.pods, ix.selectPods(s, polNS, egress)...)
 	}
-	for i, peer := range peers {
-		pf := fmt.Sprintf("%s.%s[%d]", field, map[bool]string{false: "from", true: "to"}[egress], i)
-		if peer.IPBlock != nil {
-			if b := c.ipBlock(pol, pf, peer.IPBlock); b != nil {
-				r.blocks = append(r.blocks, b)
-			}
-			continue
-		}
-		r.pods = append(r.pods, c.selectPods(pol, pf, peer, egress)...)
-	}
-	return r
+	return cr
 }
 
 // grants are what a compiled rule gives the local pod lp.
-func (c *computation) grants(r *compiledRule, lp *peerPod, egress bool) []grant {
+func grants(r *compiledRule, lp *peerPod, egress bool, ix podIndex) []grant {
 	spec := r.spec
 	// Ingress: names are the local pod's ports, the same for every peer.
 	local := spec.resolve(lp.ports)
@@ -126,7 +178,7 @@ func (c *computation) grants(r *compiledRule, lp *peerPod, egress bool) []grant 
 			g.ports = spec.resolve(nil)
 			if len(spec.named) > 0 {
 				g.resolve = func(dst netip.Addr) PortSet {
-					if pp := c.byIP[dst]; pp != nil && pp.limit == nil {
+					if pp := ix.peer(dst); pp != nil && pp.limit == nil {
 						return spec.resolve(pp.ports)
 					}
 					return spec.resolve(nil)
@@ -150,10 +202,10 @@ func (c *computation) grants(r *compiledRule, lp *peerPod, egress bool) []grant 
 	return out
 }
 
-func (c *computation) ipBlock(pol *networkingv1.NetworkPolicy, field string, ib *networkingv1.IPBlock) *block {
+func (p *parsedPolicy) ipBlock(field string, ib *networkingv1.IPBlock) *block {
 	cidr, err := netip.ParsePrefix(ib.CIDR)
 	if err != nil {
-		c.errorf(pol, "%s.ipBlock.cidr %q: %v; the peer matches nothing", field, ib.CIDR, err)
+		p.errorf("%s.ipBlock.cidr %q: %v; the peer matches nothing", field, ib.CIDR, err)
 		return nil
 	}
 	if !cidr.Addr().Is4() {
@@ -163,7 +215,7 @@ func (c *computation) ipBlock(pol *networkingv1.NetworkPolicy, field string, ib 
 	for j, e := range ib.Except {
 		ep, err := netip.ParsePrefix(e)
 		if err != nil {
-			c.errorf(pol, "%s.ipBlock.except[%d] %q: %v; the peer matches nothing", field, j, e, err)
+			p.errorf("%s.ipBlock.except[%d] %q: %v; the peer matches nothing", field, j, e, err)
 			return nil
 		}
 		if ep.Addr().Is4() {
@@ -173,47 +225,47 @@ func (c *computation) ipBlock(pol *networkingv1.NetworkPolicy, field string, ib 
 	return b
 }
 
-// selectPods are the pods (and the DNS peer, as a destination) a
-// podSelector / namespaceSelector peer selects.
-func (c *computation) selectPods(pol *networkingv1.NetworkPolicy, field string, peer networkingv1.NetworkPolicyPeer, egress bool) []*peerPod {
-	podSel, nsSel := labels.Everything(), labels.Selector(nil)
+// peerSelector parses a podSelector / namespaceSelector peer.
+func (p *parsedPolicy) peerSelector(field string, peer networkingv1.NetworkPolicyPeer) (peerSel, bool) {
+	s := peerSel{pod: labels.Everything()}
 	var err error
 	if peer.PodSelector != nil {
-		if podSel, err = metav1.LabelSelectorAsSelector(peer.PodSelector); err != nil {
-			c.errorf(pol, "%s.podSelector: %v; the peer matches nothing", field, err)
-			return nil
+		if s.pod, err = metav1.LabelSelectorAsSelector(peer.PodSelector); err != nil {
+			p.errorf("%s.podSelector: %v; the peer matches nothing", field, err)
+			return s, false
 		}
 	}
 	if peer.NamespaceSelector != nil {
-		if nsSel, err = metav1.LabelSelectorAsSelector(peer.NamespaceSelector); err != nil {
-			c.errorf(pol, "%s.namespaceSelector: %v; the peer matches nothing", field, err)
-			return nil
+		if s.ns, err = metav1.LabelSelectorAsSelector(peer.NamespaceSelector); err != nil {
+			p.errorf("%s.namespaceSelector: %v; the peer matches nothing", field, err)
+			return s, false
 		}
 	}
+	return s, true
+}
+
+// selectPods scans every pod: the reference Model's indexes are checked against.
+func (c *computation) selectPods(s peerSel, polNS string, egress bool) []*peerPod {
 	var out []*peerPod
 	for _, pp := range c.pods {
-		if pp.limit != nil && !egress {
-			continue // the DNS peer is a destination only
-		}
-		if nsSel == nil {
-			if pp.ns != pol.Namespace {
-				continue
-			}
-		} else if !nsSel.Matches(c.namespaceLabels(pp.ns)) {
-			continue
-		}
-		if podSel.Matches(pp.lbl) {
+		if s.matches(pp, polNS, c.namespaceLabels(pp.ns), egress) {
 			out = append(out, pp)
 		}
 	}
 	return out
 }
 
+func (c *computation) peer(ip netip.Addr) *peerPod { return c.byIP[ip] }
+
 // namespaceLabels are a namespace's labels; the API server sets
 // kubernetes.io/metadata.name on every namespace, and it is assumed here
 // for a namespace the informer has not delivered yet.
 func (c *computation) namespaceLabels(ns string) labels.Set {
-	if l, ok := c.nsLabels[ns]; ok {
+	return namespaceLabels(c.nsLabels, ns)
+}
+
+func namespaceLabels(known map[string]labels.Set, ns string) labels.Set {
+	if l, ok := known[ns]; ok {
 		return l
 	}
 	return labels.Set{corev1.LabelMetadataName: ns}

@@ -34,6 +34,9 @@ type Writer struct {
 
 type applied struct {
 	adopted bool // written by a previous run: entries unknown
+	// src is the model's endpoint written last: the model never modifies
+	// an endpoint it returned, so the same one again means no change.
+	src     *model.Endpoint
 	flags   uint32
 	gen     uint8
 	entries [2][]model.Entry // by direction (bpf.PolicyIngress, bpf.PolicyEgress)
@@ -125,7 +128,10 @@ func flagsOf(ep *model.Endpoint) uint32 {
 }
 
 func (w *Writer) applyEndpoint(ip netip.Addr, ep *model.Endpoint) error {
-	want := &applied{flags: flagsOf(ep)}
+	if old := w.applied[ip]; old != nil && !old.adopted && old.src == ep {
+		return nil
+	}
+	want := &applied{flags: flagsOf(ep), src: ep}
 	if ep.IngressIsolated {
 		want.entries[bpf.PolicyIngress] = ep.Ingress
 	}
@@ -134,6 +140,7 @@ func (w *Writer) applyEndpoint(ip netip.Addr, ep *model.Endpoint) error {
 	}
 	old := w.applied[ip]
 	if old != nil && !old.adopted && old.flags == want.flags && sameEntries(old.entries, want.entries) {
+		old.src = ep
 		return nil
 	}
 	if old == nil || old.adopted {

@@ -29,7 +29,8 @@ import (
 // namespace on the nodes' bridge (their L2 segment): node-address mode
 // without pools, then a pool's allocation, a requested address, sharing,
 // exhaustion, a foreign class, bad pools, externalTrafficPolicy Local,
-// exactly one node answering ARP, and failover when that node dies.
+// exactly one node answering ARP, a Gateway on a pool address, and
+// failover when that node dies.
 func TestLoadBalancer(t *testing.T) {
 	c := Start(t, Options{Nodes: 3, WaitReady: true})
 	c.MustKubectl("apply", "-f", "testdata/echo.yaml")
@@ -185,6 +186,7 @@ func TestLoadBalancer(t *testing.T) {
 			t.Errorf("ARP replies for %s came from %v, want only %s's %s", addr, macs, only.Name, c.mac(t, only))
 		}
 	})
+	t.Run("Gateway", func(t *testing.T) { testGatewayOnPool(t, c) })
 	t.Run("Failover", func(t *testing.T) {
 		if leader == nil {
 			t.Skip("no announcing node")
@@ -411,4 +413,55 @@ func inNamespace(ns namespace, f func() error) error {
 		errc <- err
 	}()
 	return <-errc
+}
+
+// testGatewayOnPool: a pool that serves Gateways gives a Gateway of class
+// skiff its first address, which status.addresses shows, one node
+// announces, and the client on the bridge reaches the HTTPRoute at with no
+// route; a Service cannot take that address.
+func testGatewayOnPool(t *testing.T, c *Cluster) {
+	c.applyPool(t, `apiVersion: lb.skiff.io/v1alpha1
+kind: LoadBalancerPool
+metadata: {name: gw}
+spec:
+  serves: [Gateways]
+  blocks: [{cidr: 172.30.0.240/29}]
+`)
+	c.MustKubectl("apply", "-f", c.poolFile(t, `apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: lb-gw}
+spec:
+  gatewayClassName: skiff
+  listeners: [{name: http, protocol: HTTP, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: lb-gw}
+spec:
+  parentRefs: [{name: lb-gw}]
+  rules: [{backendRefs: [{name: echo, port: 80}]}]
+`))
+	const addr = "172.30.0.241" // the /29's first usable address
+	var got string
+	if err := poll(60*time.Second, func() bool {
+		got, _ = c.Kubectl("get", "gateway", "lb-gw", "-o", "jsonpath={.status.addresses[*].value}")
+		return got == addr
+	}); err != nil {
+		t.Fatalf("Gateway lb-gw status.addresses = %q, want %s from pool gw", got, addr)
+	}
+	holder := c.announcer(t, addr)
+	c.waitAnswers(t, "http://"+addr+"/")
+	if macs := c.arpReplies(t, addr); len(macs) != 1 || macs[0] != c.mac(t, holder) {
+		t.Errorf("ARP replies for the Gateway address %s came from %v, want only %s's %s", addr, macs, holder.Name, c.mac(t, holder))
+	}
+	// -f: a 404 from the proxy (no route for the address) fails.
+	if out, err := c.ClientExec("curl", "-fsS", "--max-time", "5", "http://"+addr+"/"); err != nil || strings.TrimSpace(out) == "" {
+		t.Errorf("GET http://%s/ through the Gateway's HTTPRoute: %v %q", addr, err, out)
+	}
+	s := lbService("lb-wants-gw", 8081)
+	s.Annotations = map[string]string{api.IPsAnnotation: addr}
+	if _, err := c.Client().CoreV1().Services("default").Create(context.Background(), s, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	c.waitPending(t, "lb-wants-gw", "RequestOutsidePools", "does not serve Services")
 }

@@ -196,6 +196,40 @@ spec:
   egress: [{to: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: kube-system}}}], ports: [{protocol: UDP, port: 53}]}]`))
 		c.expectReach(t, reach{"np-b/client-b", byName, true}, reach{"np-b/client-b", otherB, false})
 	})
+	t.Run("BadInput", func(t *testing.T) {
+		defer reset(t)
+		// What the API can judge it rejects, naming the field.
+		for _, bad := range []struct{ name, spec, field string }{
+			{"bad-cidr", `podSelector: {}
+  ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/33}}]}]`, "ipBlock.cidr"},
+			{"bad-except", `podSelector: {}
+  ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/16, except: [192.168.0.0/24]}}]}]`, "ipBlock.except"},
+			{"bad-selector", `podSelector: {matchExpressions: [{key: app, operator: Bogus}]}
+  policyTypes: [Ingress]`, "podSelector.matchExpressions[0].operator"},
+		} {
+			p := filepath.Join(dir, bad.name+".yaml")
+			if err := os.WriteFile(p, []byte(netpolDoc("np-a", bad.name, bad.spec)), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			out, err := c.Kubectl("apply", "-f", p)
+			if err == nil || !strings.Contains(out, bad.field) {
+				t.Errorf("kubectl apply of %s: err %v, want an error naming %s:\n%s", bad.name, err, bad.field, out)
+			}
+		}
+		if out := c.MustKubectl("get", "networkpolicy", "-n", "np-a", "-o", "name"); strings.TrimSpace(out) != "" {
+			t.Errorf("rejected policies exist: %s", out)
+		}
+		// A policy that selects nothing changes nothing.
+		apply(t, "nobody", netpolDoc("np-a", "nobody", `podSelector: {matchLabels: {app: nobody}}
+  policyTypes: [Ingress, Egress]`))
+		c.expectReach(t, reach{"np-b/client-b", server, true}, reach{"np-a/server", "http://" + ips["other-b"] + ":8080/", true})
+		// A port name no container of the server declares matches nothing
+		// (the API cannot know): the server is isolated, nothing reaches it.
+		apply(t, "nosuch", netpolDoc("np-a", "nosuch-port", `podSelector: {matchLabels: {app: server}}
+  ingress: [{ports: [{port: nosuch}]}]`))
+		c.expectReach(t, reach{"np-b/client-b", server, false}, reach{"np-a/client-a", server, false},
+			reach{"np-b/client-b", "udp:" + serverUDP, false})
+	})
 	t.Run("RemovingPoliciesRestoresAccess", func(t *testing.T) {
 		apply(t, "deny-all", netpolDoc("np-a", "deny-all", `podSelector: {}
   policyTypes: [Ingress, Egress]`))

@@ -50,8 +50,9 @@ func TestGatewayConformance(t *testing.T) {
 	log.SetLogger(zap.New(zap.WriteTo(os.Stderr)))
 	// Each Gateway gets an address of its own from the pool, so the suite's
 	// Gateways with identical listeners keep their routes apart
-	// (HTTPRouteMultipleGateways).
-	c := cluster.Start(t, cluster.Options{Nodes: 3, WaitReady: true, GatewayCIDR: "172.31.250.0/24"})
+	// (HTTPRouteMultipleGateways). The pool is on the nodes' bridge: one
+	// node answers ARP for each address, and the client has no route.
+	c := cluster.Start(t, cluster.Options{Nodes: 3, WaitReady: true, GatewayCIDR: "172.30.0.224/27"})
 
 	ref := cluster.Registry + "/gateway-api/echo-basic:" + conformanceVersion
 	img, err := images.Build(images.Spec{Ref: ref, Binary: buildEchoBasic(t), Path: "/echo-basic"})
