@@ -55,8 +55,16 @@ step "Deploying examples/demo (Deployment, Service, Ingress, ConfigMap, Secret)"
 
 step "A LoadBalancer Service (no pool: EXTERNAL-IP is the node's address)"
 # Port 8081: the node's ingress proxy holds 80 and 443 (docs/loadbalancer.md).
-"$SKIFF" kubectl get service demo-lb >/dev/null 2>&1 ||
-	"$SKIFF" kubectl expose deployment demo --name demo-lb --type LoadBalancer --port 8081 --target-port http
+# apply, not create: a cluster kept by `make stop` may hold an older demo-lb.
+"$SKIFF" kubectl apply -f - <<'YAML'
+apiVersion: v1
+kind: Service
+metadata: {name: demo-lb}
+spec:
+  type: LoadBalancer
+  selector: {app: demo}
+  ports: [{name: http, port: 8081, targetPort: http}]
+YAML
 EXTERNAL_IP=
 for _ in $(seq 1 60); do
 	EXTERNAL_IP=$("$SKIFF" kubectl get service demo-lb -o jsonpath='{.status.loadBalancer.ingress[0].ip}')
