@@ -49,15 +49,7 @@ func TestController(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	ctx := run(t, c)
 	get := func(name string) *v1.Service {
 		s, err := kube.CoreV1().Services("ns").Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
@@ -105,4 +97,20 @@ func TestParseBlocks(t *testing.T) {
 			t.Errorf("--lb-pool %q accepted", bad)
 		}
 	}
+}
+
+// run runs the controller until the test ends, failing the test if Run
+// returns an error, and returns the context it runs under.
+func run(t *testing.T, c *Controller) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	return ctx
 }

@@ -56,15 +56,7 @@ func TestControllerGateways(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	ctx := run(t, c)
 	annotation := func(name string) string {
 		g, err := gwc.GatewayV1().Gateways("ns").Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
