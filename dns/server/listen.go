@@ -29,6 +29,9 @@ const (
 	// tcpIdle closes a TCP connection without queries (RFC 7766 suggests
 	// seconds, not minutes).
 	tcpIdle = 10 * time.Second
+	// tcpDrain is how long a draining server still waits for a query on a
+	// connection it accepted: the client may have sent it already.
+	tcpDrain = time.Second
 )
 
 // ListenAndServe answers DNS on addr over UDP and TCP until ctx is done.
@@ -69,30 +72,40 @@ func Listen(addr string) (net.PacketConn, net.Listener, error) {
 	}
 }
 
-// Serve answers DNS on pc and ln until ctx is done, then closes them.
-// Either may be nil.
+// Serve answers DNS on pc and ln until ctx is done, then drains and
+// closes them. Either may be nil.
+//
+// Draining answers every query already read: a successor data plane may
+// be serving duplicates of the same sockets (agent/dataplane), so a query
+// read here and then dropped would be lost, not retried by the kernel.
+// Reads stop through a deadline, not a close, so a worker between its read
+// and its reply still sends the reply.
 func (h *Handler) Serve(ctx context.Context, pc net.PacketConn, ln net.Listener) error {
 	stop := context.AfterFunc(ctx, func() {
 		if pc != nil {
-			pc.Close()
+			pc.SetReadDeadline(time.Now())
 		}
 		if ln != nil {
 			ln.Close()
 		}
 	})
 	defer stop()
-	var wg sync.WaitGroup
+	var wg, slowWG sync.WaitGroup
 	errs := make(chan error, udpWorkers+1)
 	if pc != nil {
 		slow := make(chan struct{}, maxSlow)
 		for range udpWorkers {
-			wg.Go(func() { errs <- h.serveUDP(ctx, pc, slow) })
+			wg.Go(func() { errs <- h.serveUDP(ctx, pc, slow, &slowWG) })
 		}
 	}
 	if ln != nil {
 		wg.Go(func() { errs <- h.serveTCP(ctx, ln) })
 	}
 	wg.Wait()
+	slowWG.Wait()
+	if pc != nil {
+		pc.Close()
+	}
 	close(errs)
 	if ctx.Err() != nil {
 		return nil
@@ -117,7 +130,7 @@ type peer struct {
 	addr net.Addr // other PacketConns
 }
 
-func (h *Handler) serveUDP(ctx context.Context, pc net.PacketConn, slow chan struct{}) error {
+func (h *Handler) serveUDP(ctx context.Context, pc net.PacketConn, slow chan struct{}, slowWG *sync.WaitGroup) error {
 	uc, _ := pc.(*net.UDPConn)
 	read := func(b []byte) (n int, p peer, err error) {
 		if uc != nil {
@@ -144,6 +157,9 @@ func (h *Handler) serveUDP(ctx context.Context, pc net.PacketConn, slow chan str
 			}
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
+				if ctx.Err() != nil {
+					return nil // drained
+				}
 				continue
 			}
 			return fmt.Errorf("dns: read udp: %w", err)
@@ -161,15 +177,16 @@ func (h *Handler) serveUDP(ctx context.Context, pc net.PacketConn, slow chan str
 			continue
 		}
 		// Forwarding can wait on an upstream: don't hold up this worker.
+		// A query read before the drain is still answered after it.
 		q := append([]byte(nil), req[:n]...)
-		go func() {
+		slowWG.Go(func() {
 			defer func() { <-slow }()
-			cctx, cancel := context.WithTimeout(ctx, slowTimeout)
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), slowTimeout)
 			defer cancel()
 			if resp := h.Slow(cctx, q, make([]byte, 0, dns.MaxMsgSize), false); resp != nil {
 				write(resp, from)
 			}
-		}()
+		})
 	}
 }
 
@@ -193,16 +210,22 @@ func (h *Handler) serveTCP(ctx context.Context, ln net.Listener) error {
 }
 
 // serveConn answers length-prefixed queries on one TCP connection, in
-// order, until the client goes idle (RFC 7766) or ctx is done.
+// order, until the client goes idle (RFC 7766) or, once ctx is done, until
+// it has answered the query in flight or waited tcpDrain for one.
 func (h *Handler) serveConn(ctx context.Context, c net.Conn) {
 	defer c.Close()
-	stop := context.AfterFunc(ctx, func() { c.Close() })
+	stop := context.AfterFunc(ctx, func() { c.SetReadDeadline(time.Now().Add(tcpDrain)) })
 	defer stop()
+	answerCtx := context.WithoutCancel(ctx)
 	var lenBuf [2]byte
 	req := make([]byte, dns.MaxMsgSize)
 	out := make([]byte, 2, dns.MaxMsgSize+2)
 	for {
 		c.SetReadDeadline(time.Now().Add(tcpIdle))
+		if ctx.Err() != nil {
+			// Set after the drain's deadline: put it back.
+			c.SetReadDeadline(time.Now().Add(tcpDrain))
+		}
 		if _, err := io.ReadFull(c, lenBuf[:]); err != nil {
 			return
 		}
@@ -210,7 +233,7 @@ func (h *Handler) serveConn(ctx context.Context, c net.Conn) {
 		if _, err := io.ReadFull(c, req[:n]); err != nil {
 			return
 		}
-		cctx, cancel := context.WithTimeout(ctx, slowTimeout)
+		cctx, cancel := context.WithTimeout(answerCtx, slowTimeout)
 		// The response is written after a 2-byte length into the same
 		// buffer, so a connection sends each answer with one write.
 		resp := h.Answer(cctx, req[:n], out[2:2], true)
@@ -224,7 +247,7 @@ func (h *Handler) serveConn(ctx context.Context, c net.Conn) {
 		}
 		binary.BigEndian.PutUint16(msg, uint16(len(resp)))
 		c.SetWriteDeadline(time.Now().Add(tcpIdle))
-		if _, err := c.Write(msg); err != nil {
+		if _, err := c.Write(msg); err != nil || ctx.Err() != nil {
 			return
 		}
 	}
