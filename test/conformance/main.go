@@ -67,6 +67,11 @@ func run(o options) error {
 	if o.out == "" {
 		o.out = filepath.Join(o.tools, "results", time.Now().UTC().Format("20060102-150405"))
 	}
+	// ginkgo runs e2e.test in directories of its own: every path handed
+	// to them (the image list, the kubeconfig, the reports) must be absolute.
+	if o.out, err = filepath.Abs(o.out); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(o.out, 0o755); err != nil {
 		return err
 	}
@@ -103,7 +108,7 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	s, err := summarize(results, time.Since(start))
+	s, err := summarize(reportPaths(results), time.Since(start))
 	if err != nil {
 		return err
 	}
@@ -120,5 +125,5 @@ func run(o options) error {
 	if s.Failed > 0 {
 		return fmt.Errorf("%d of %d tests failed", s.Failed, s.Failed+s.Passed)
 	}
-	return nil
+	return passErrors(results, s)
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -31,15 +32,44 @@ func passes(o options) []pass {
 	return ps
 }
 
+// passResult is one pass's JUnit report and how its ginkgo ended.
+type passResult struct {
+	name, report, log string
+	err               error // ginkgo's exit
+}
+
+func reportPaths(rs []passResult) []string {
+	var out []string
+	for _, r := range rs {
+		out = append(out, r.report)
+	}
+	return out
+}
+
+// passErrors fails a run whose tests all passed but whose ginkgo did not
+// (the suite could not start, say), or that ran no test at all: a green
+// summary of nothing must not read as a pass.
+func passErrors(rs []passResult, s summary) error {
+	for _, r := range rs {
+		if r.err != nil {
+			return fmt.Errorf("the %s pass failed outside any test (ginkgo: %v); see %s", r.name, r.err, r.log)
+		}
+	}
+	if s.Passed == 0 {
+		return errors.New("no test ran: check -focus and -skip, and the passes' logs")
+	}
+	return nil
+}
+
 // runPasses runs each pass from the cluster's client namespace (a machine
 // on the nodes' network, outside the cluster, as a person's laptop would
-// be) and returns the JUnit reports written.
-func runPasses(c *cluster.Cluster, t tools, repoList string, o options, stopped func() bool) ([]string, error) {
+// be) and returns what each pass wrote.
+func runPasses(c *cluster.Cluster, t tools, repoList string, o options, stopped func() bool) ([]passResult, error) {
 	kubeconfig, err := clientKubeconfig(c, o.out)
 	if err != nil {
 		return nil, err
 	}
-	var reports []string
+	var results []passResult
 	for _, p := range passes(o) {
 		// After Ctrl-C the pass that was running has stopped and written
 		// its report; the next one must not start.
@@ -75,9 +105,9 @@ func runPasses(c *cluster.Cluster, t tools, repoList string, o options, stopped 
 		if _, statErr := os.Stat(report); statErr != nil {
 			return nil, fmt.Errorf("the %s pass wrote no JUnit report (%v); see %s", p.name, err, logPath)
 		}
-		reports = append(reports, report)
+		results = append(results, passResult{name: p.name, report: report, log: logPath, err: err})
 	}
-	return reports, nil
+	return results, nil
 }
 
 // clientKubeconfig is the admin kubeconfig with the server's address on the

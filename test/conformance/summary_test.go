@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -29,5 +30,27 @@ func TestSummarize(t *testing.T) {
 func TestSummarizeRefusesAReportItCannotRead(t *testing.T) {
 	if _, err := summarize([]string{"testdata/missing.xml"}, 0); err == nil {
 		t.Error("a missing report gave no error")
+	}
+}
+
+// A run whose suite never started (seen: a relative image list path that
+// e2e.test could not open) summarizes as 0 passed, 0 failed: it must fail.
+func TestPassErrors(t *testing.T) {
+	ok := []passResult{{name: "parallel", log: "p.log"}}
+	broken := []passResult{{name: "parallel", log: "p.log", err: errors.New("exit status 1")}}
+	for _, tc := range []struct {
+		name    string
+		rs      []passResult
+		s       summary
+		wantErr string
+	}{
+		{"all passed", ok, summary{Passed: 3}, ""},
+		{"nothing ran", ok, summary{}, "no test ran"},
+		{"ginkgo failed with every test passed", broken, summary{Passed: 3}, "the parallel pass failed outside any test"},
+	} {
+		err := passErrors(tc.rs, tc.s)
+		if (err == nil) != (tc.wantErr == "") || (err != nil && !strings.Contains(err.Error(), tc.wantErr)) {
+			t.Errorf("%s: error %v, want %q", tc.name, err, tc.wantErr)
+		}
 	}
 }
