@@ -105,6 +105,9 @@ func run(o options) error {
 		return errors.New("interrupted")
 	}
 	results, err := runPasses(c, tools, repoList, o, stopped)
+	if logErr := saveLogs(c.Dir, filepath.Join(o.out, "cluster-logs")); logErr != nil {
+		fmt.Printf("saving the cluster's logs: %v\n", logErr)
+	}
 	if err != nil {
 		return err
 	}
@@ -116,7 +119,7 @@ func run(o options) error {
 	if err := os.WriteFile(filepath.Join(o.out, "summary.md"), []byte(s.String()), 0o644); err != nil {
 		return err
 	}
-	fmt.Printf("JUnit reports, logs and summary.md: %s\n", o.out)
+	fmt.Printf("JUnit reports, logs (the cluster's in cluster-logs/) and summary.md: %s\n", o.out)
 	if o.keep {
 		fmt.Printf("the cluster stays up; kubectl: nsenter --net=%s %s kubectl --kubeconfig %s get nodes\nCtrl-C removes it\n",
 			"/run/netns/"+string(c.Infra), c.Bin, c.Kubeconfig())
