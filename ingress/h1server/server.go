@@ -59,6 +59,9 @@ type Server struct {
 	ln      net.Listener
 	conns   map[*conn]struct{}
 	served  chan error // the fallback's Serve result
+	// fallbackErr is that result, read once (Shutdown may be called again)
+	fallbackOnce sync.Once
+	fallbackErr  error
 }
 
 // New returns a Server for cfg.
@@ -168,8 +171,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if ferr := <-fbErr; ferr != nil && err == nil {
 		err = fmt.Errorf("fallback shutdown: %w", ferr)
 	}
-	if s.served != nil {
-		if serr := <-s.served; serr != nil && !errors.Is(serr, http.ErrServerClosed) && err == nil {
+	s.mu.Lock()
+	served := s.served
+	s.mu.Unlock()
+	if served != nil {
+		s.fallbackOnce.Do(func() { s.fallbackErr = <-served })
+		if serr := s.fallbackErr; serr != nil && !errors.Is(serr, http.ErrServerClosed) && err == nil {
 			err = fmt.Errorf("fallback: %w", serr)
 		}
 	}
