@@ -46,9 +46,16 @@ type conn struct {
 	raw   syscall.RawConn // waits for the next request without a buffer; nil for TLS
 	state atomic.Int32
 
-	rbuf []byte // read buffer, nil while idle; unread bytes are rbuf[r:w]
-	r, w int
-	bw   *bufio.Writer // nil while idle
+	rbuf  []byte  // read buffer, nil while idle; unread bytes are rbuf[r:w]
+	rbufp *[]byte // rbuf's pool entry, nil when rbuf is not from the pool
+	r, w  int
+	bw    *bufio.Writer // nil while idle
+
+	// ready is the raw wait's callback, made once per connection (a
+	// closure per wait would be an allocation per request); waited is
+	// its state.
+	ready  func(uintptr) bool
+	waited bool
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -76,6 +83,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 	c.base = (&http.Request{}).WithContext(c.ctx)
 	c.body.c = c
 	c.resp.c = c
+	c.ready = c.readable
 	return c
 }
 
@@ -211,23 +219,25 @@ func (c *conn) waitBytes() bool {
 		return n > 0 || err == nil
 	}
 	c.release()
-	waited := false
-	err := c.raw.Read(func(fd uintptr) bool {
-		// Ready when bytes (or the client's EOF) are there; on the call
-		// after the poller's wait they are. The poller only reports new
-		// arrivals, so they must be checked for before waiting.
-		if waited {
-			return true
-		}
-		waited = true
-		return pending(fd)
-	})
-	return err == nil
+	c.waited = false
+	return c.raw.Read(c.ready) == nil
+}
+
+// readable is the raw wait's callback: ready when bytes (or the client's
+// EOF) are there; on the call after the poller's wait they are. The poller
+// only reports new arrivals, so they must be checked for before waiting.
+func (c *conn) readable(fd uintptr) bool {
+	if c.waited {
+		return true
+	}
+	c.waited = true
+	return pending(fd)
 }
 
 func (c *conn) acquire() {
 	if c.rbuf == nil {
-		c.rbuf = *readBufs.Get().(*[]byte)
+		c.rbufp = readBufs.Get().(*[]byte)
+		c.rbuf = *c.rbufp
 	}
 	if c.bw == nil {
 		c.bw = writeBufs.Get().(*bufio.Writer)
@@ -238,10 +248,7 @@ func (c *conn) acquire() {
 // release returns the buffers to their pools; it keeps nothing unread.
 func (c *conn) release() {
 	if c.rbuf != nil && c.r == c.w {
-		if cap(c.rbuf) == readBufSize {
-			b := c.rbuf[:readBufSize]
-			readBufs.Put(&b)
-		}
+		c.putReadBuf()
 		c.rbuf = nil
 	}
 	if c.bw != nil {
@@ -293,11 +300,16 @@ func (c *conn) makeRoom() {
 	}
 	nb := make([]byte, min(2*len(c.rbuf), c.srv.cfg.MaxHeaderBytes+readBufSize))
 	copy(nb, c.rbuf[:c.w])
-	if cap(c.rbuf) == readBufSize {
-		b := c.rbuf[:readBufSize]
-		readBufs.Put(&b)
-	}
+	c.putReadBuf()
 	c.rbuf = nb
+}
+
+// putReadBuf returns the pooled read buffer, if rbuf is one.
+func (c *conn) putReadBuf() {
+	if c.rbufp != nil {
+		readBufs.Put(c.rbufp)
+		c.rbufp = nil
+	}
 }
 
 // exchange serves the request whose head is in c.head and reports whether
