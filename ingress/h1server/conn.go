@@ -238,10 +238,12 @@ func (c *conn) acquire() {
 	if c.rbuf == nil {
 		c.rbufp = readBufs.Get().(*[]byte)
 		c.rbuf = *c.rbufp
+		c.srv.buffers.Add(1)
 	}
 	if c.bw == nil {
 		c.bw = writeBufs.Get().(*bufio.Writer)
 		c.bw.Reset(c.nc)
+		c.srv.buffers.Add(1)
 	}
 }
 
@@ -255,6 +257,7 @@ func (c *conn) release() {
 		c.bw.Reset(nil)
 		writeBufs.Put(c.bw)
 		c.bw = nil
+		c.srv.buffers.Add(-1)
 	}
 }
 
@@ -309,6 +312,7 @@ func (c *conn) putReadBuf() {
 	if c.rbufp != nil {
 		readBufs.Put(c.rbufp)
 		c.rbufp = nil
+		c.srv.buffers.Add(-1)
 	}
 }
 

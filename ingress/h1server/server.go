@@ -55,6 +55,9 @@ type Server struct {
 	handoff *handoffListener
 
 	closing atomic.Bool
+	// buffers counts the pooled buffers connections hold: idle ones
+	// hold none, which is what keeps them cheap (and what a test checks).
+	buffers atomic.Int64
 	mu      sync.Mutex
 	ln      net.Listener
 	conns   map[*conn]struct{}
