@@ -101,14 +101,17 @@ func (p *Proc) Tail() string { return skiffserver.TailFile(p.logf) }
 
 // CPUTime is the user+system time the process and its children (nginx's
 // workers) have used so far, all threads.
-func (p *Proc) CPUTime() (time.Duration, error) {
-	var sum time.Duration
+func (p *Proc) CPUTime() (time.Duration, error) { return sumTree(p, cpuTime) }
+
+// sumTree adds f over the process and its descendants.
+func sumTree[T time.Duration | uint64](p *Proc, f func(pid int) (T, error)) (T, error) {
+	var sum T
 	for _, pid := range tree(p.Cmd.Process.Pid) {
-		d, err := cpuTime(pid)
+		v, err := f(pid)
 		if err != nil {
 			return 0, fmt.Errorf("%s: %w", p.Name, err)
 		}
-		sum += d
+		sum += v
 	}
 	return sum, nil
 }
@@ -200,17 +203,7 @@ func CoreTicks(cpu int) (busy, tasks, total int64, err error) {
 }
 
 // RSS is the resident set of the process and its children, in bytes.
-func (p *Proc) RSS() (uint64, error) {
-	var sum uint64
-	for _, pid := range tree(p.Cmd.Process.Pid) {
-		n, err := rss(pid)
-		if err != nil {
-			return 0, fmt.Errorf("%s: %w", p.Name, err)
-		}
-		sum += n
-	}
-	return sum, nil
-}
+func (p *Proc) RSS() (uint64, error) { return sumTree(p, rss) }
 
 func rss(pid int) (uint64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
