@@ -124,6 +124,11 @@ func (c *conn) serve() {
 			return
 		}
 		c.r += n
+		if c.head.ContentLength > 0 {
+			// ReadHeaderTimeout is for the head; like net/http without
+			// a ReadTimeout, the body may take as long as it takes
+			c.nc.SetReadDeadline(time.Time{})
+		}
 		if !c.exchange() {
 			return
 		}
