@@ -61,28 +61,32 @@ func (h *Head) Proto() string {
 }
 
 // End returns the length of the head at the start of b (through the empty
-// line), 0 when b does not yet hold a complete head, or ErrDefer as soon
+// line), or 0 when b does not yet hold a complete head, or ErrDefer as soon
 // as a line ends in a bare LF: net/http tolerates some of those, and a
 // head that does not end in CRLF CRLF would otherwise make the caller wait
 // for bytes that never come.
-func End(b []byte) (int, error) {
-	start := 0
+//
+// from is where to resume: 0 for a new head, else the next End returned
+// for a shorter b holding the same head. Resuming keeps a client that
+// sends its head a byte at a time from making the scan quadratic.
+func End(b []byte, from int) (n, next int, err error) {
+	start := from
 	for {
 		i := bytes.IndexByte(b[start:], '\n')
 		if i < 0 {
-			return 0, nil
+			return 0, start, nil
 		}
 		i += start
 		if i == 0 || b[i-1] != '\r' {
-			return 0, ErrDefer
+			return 0, 0, ErrDefer
 		}
 		if i == start+1 && start > 0 {
-			return i + 1, nil
+			return i + 1, 0, nil
 		}
 		if i == 1 {
 			// an empty line before the request line: net/http skips
 			// those; the lean path does not bother.
-			return 0, ErrDefer
+			return 0, 0, ErrDefer
 		}
 		start = i + 1
 	}

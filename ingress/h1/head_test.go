@@ -69,7 +69,7 @@ func TestAgreesWithNetHTTP(t *testing.T) {
 // Host, fields, framing and length, and connection persistence.
 func compare(t *testing.T, data []byte) {
 	t.Helper()
-	n, err := End(data)
+	n, _, err := End(data, 0)
 	if err != nil || n == 0 {
 		return // deferred, or not complete: net/http decides
 	}
@@ -183,7 +183,7 @@ func TestDefers(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			b := []byte(c.head)
-			n, err := End(b)
+			n, _, err := End(b, 0)
 			if err == nil && n > 0 {
 				var h Head
 				err = Parse(b[:n], &h)
@@ -197,13 +197,38 @@ func TestDefers(t *testing.T) {
 
 func TestEndBareLF(t *testing.T) {
 	for _, s := range []string{"GET / HTTP/1.1\nHost: a\n\n", "GET / HTTP/1.1\r\nHost: a\n\r\n", "\r\nGET / HTTP/1.1\r\n\r\n"} {
-		if _, err := End([]byte(s)); !errors.Is(err, ErrDefer) {
+		if _, _, err := End([]byte(s), 0); !errors.Is(err, ErrDefer) {
 			t.Errorf("End(%q) = %v, want ErrDefer", s, err)
 		}
 	}
-	if n, err := End([]byte("GET / HTTP/1.1\r\nHost: a\r\n")); n != 0 || err != nil {
+	if n, _, err := End([]byte("GET / HTTP/1.1\r\nHost: a\r\n"), 0); n != 0 || err != nil {
 		t.Errorf("incomplete head: %d, %v; want 0, nil", n, err)
 	}
+}
+
+// A head that arrives a byte at a time is found where a whole one is,
+// resuming each scan where the last one stopped.
+func TestEndResumes(t *testing.T) {
+	head := "GET / HTTP/1.1\r\nHost: a\r\nX: y\r\n\r\nGET /next"
+	want, _, _ := End([]byte(head), 0)
+	from := 0
+	for i := 1; i <= len(head); i++ {
+		n, next, err := End([]byte(head[:i]), from)
+		if err != nil {
+			t.Fatalf("at %d: %v", i, err)
+		}
+		if n > 0 {
+			if n != want || i != want {
+				t.Fatalf("found a head of %d bytes after %d bytes; want %d after %d", n, i, want, want)
+			}
+			return
+		}
+		if next < from {
+			t.Fatalf("at %d: resume point went back from %d to %d", i, from, next)
+		}
+		from = next
+	}
+	t.Fatal("no head found")
 }
 
 func TestParseFields(t *testing.T) {

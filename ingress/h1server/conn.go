@@ -271,15 +271,17 @@ func (c *conn) release() {
 // a head cut short by the client's EOF go to the fallback (errHandoff),
 // which answers them as net/http always did.
 func (c *conn) readHead() (int, error) {
+	scanned := 0 // where the scan for the head's end resumes (relative to r)
 	for {
 		if c.w > c.r {
-			n, err := h1.End(c.rbuf[c.r:c.w])
+			n, next, err := h1.End(c.rbuf[c.r:c.w], scanned)
 			if err != nil {
 				return 0, errHandoff
 			}
 			if n > 0 {
 				return n, nil
 			}
+			scanned = next
 			if c.w-c.r > c.srv.cfg.MaxHeaderBytes {
 				return 0, errHandoff
 			}
