@@ -16,6 +16,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -59,6 +60,9 @@ func main() {
 		err = cert(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "ingress bench:", err)
