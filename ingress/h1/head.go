@@ -109,8 +109,8 @@ func Parse(b []byte, h *Head) error {
 		return err
 	}
 	s = s[eol+2:]
-	var hosts, lengths int
-	keepAlive := false
+	var hosts, lengths, pragmas int
+	keepAlive, noCache, cacheControl := false, false, false
 	for {
 		eol = strings.Index(s, "\r\n")
 		if eol < 0 {
@@ -145,10 +145,17 @@ func Parse(b []byte, h *Head) error {
 			if httpguts.HeaderValuesContainsToken(v[:], "keep-alive") {
 				keepAlive = true
 			}
-		case "Transfer-Encoding", "Expect", "Upgrade", "Http2-Settings", "Pragma", "Te":
-			// framing, upgrades and h2c, 100-continue, and the fields
-			// net/http rewrites (Pragma) or relays with rules (TE) are
-			// net/http's to handle.
+		case "Pragma":
+			if pragmas == 0 {
+				noCache = f.Value == "no-cache"
+			}
+			pragmas++
+		case "Cache-Control":
+			cacheControl = true
+		case "Transfer-Encoding", "Expect", "Upgrade", "Http2-Settings", "Te":
+			// framing, upgrades and h2c, 100-continue, and TE (which
+			// comes with rules for what is relayed) are net/http's to
+			// handle.
 			return ErrDefer
 		}
 		if len(h.Fields) == MaxFields {
@@ -168,6 +175,14 @@ func Parse(b []byte, h *Head) error {
 	}
 	if h.ProtoMinor == 0 && !h.Close {
 		h.Close = !keepAlive
+	}
+	if noCache && !cacheControl {
+		// HTTP/1.0's Pragma: no-cache means Cache-Control: no-cache,
+		// which net/http adds (RFC 9111 5.4); so does the lean path.
+		if len(h.Fields) == MaxFields {
+			return ErrDefer
+		}
+		h.Fields = append(h.Fields, Field{Name: "Cache-Control", Value: "no-cache"})
 	}
 	return nil
 }

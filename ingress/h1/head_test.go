@@ -44,6 +44,8 @@ var seeds = []string{
 	"GET / HTTP/1.1 \r\nHost: a\r\n\r\n",
 	"G\x7fT / HTTP/1.1\r\nHost: a\r\n\r\n",
 	"GET / HTTP/1.1\r\nHost: a\r\nPragma: no-cache\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: a\r\nPragma: no-cache\r\nCache-Control: max-age=0\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: a\r\nPragma: x\r\nPragma: no-cache\r\n\r\n",
 	"GET /\xff HTTP/1.1\r\nHost: a\r\nX: \xff\r\n\r\n",
 }
 
