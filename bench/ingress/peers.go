@@ -20,17 +20,26 @@ type contestant struct {
 // skiffContestant runs this program's proxy command: Skiff's ingress
 // proxy with a static table, on one core. netHTTP runs it without the lean
 // path, for the before/after comparison.
-func skiffContestant(self, dir string, httpPort, tlsPort int, backends string, netHTTP bool) contestant {
+// profile, when not empty, is where it writes a CPU profile of the whole
+// run (profile.nethttp for the netHTTP one).
+func skiffContestant(self, dir string, httpPort, tlsPort int, backends string, netHTTP bool, profile string) contestant {
 	name, flag := "skiff", "-nethttp=false"
 	if netHTTP {
 		name, flag = "skiff-nethttp", "-nethttp=true"
+		if profile != "" {
+			profile += ".nethttp"
+		}
 	}
-	return contestant{
+	c := contestant{
 		name: name, http: httpPort, tls: tlsPort,
 		env: append(os.Environ(), "GOMAXPROCS=1"),
 		argv: []string{self, "proxy", flag, "-http", "127.0.0.1:" + strconv.Itoa(httpPort),
 			"-https", "127.0.0.1:" + strconv.Itoa(tlsPort), "-backends", backends, "-cert", dir},
 	}
+	if profile != "" {
+		c.argv = append(c.argv, "-cpuprofile", profile)
+	}
+	return c
 }
 
 // nginxContestant is Debian's nginx with one worker, keep-alive to the

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -35,6 +36,7 @@ type options struct {
 	nice        int
 	disturbedAt float64 // share of the proxy core others may take before a round counts as disturbed
 	netHTTP     bool    // also measure Skiff with the lean path off
+	profile     string  // CPU profile of Skiff's proxy over the whole run
 	peers       []string
 }
 
@@ -54,6 +56,7 @@ func parseRun(args []string) (options, error) {
 	fs.IntVar(&o.nice, "nice", -19, "niceness (and autogroup niceness) of proxies, backends and load generators")
 	fs.Float64Var(&o.disturbedAt, "disturbed-at", 0.10, "a run in which other tasks took more than this share of the proxy core is flagged")
 	fs.BoolVar(&o.netHTTP, "with-nethttp", false, "also measure Skiff with its lean HTTP/1.1 path off (net/http only)")
+	fs.StringVar(&o.profile, "skiff-cpuprofile", "", "write a CPU profile of Skiff's proxy over the whole run to this file (and FILE.nethttp)")
 	peers := fs.String("peers", "nginx,haproxy", "peer proxies")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -121,10 +124,15 @@ func run(ctx context.Context, args []string) error {
 		}
 	}
 
-	cs := []contestant{skiffContestant(self, dir, ports[2], ports[3], strings.Join(be, ","), false)}
+	if o.profile != "" {
+		if o.profile, err = filepath.Abs(o.profile); err != nil {
+			return err
+		}
+	}
+	cs := []contestant{skiffContestant(self, dir, ports[2], ports[3], strings.Join(be, ","), false, o.profile)}
 	next := 4
 	if o.netHTTP {
-		cs = append(cs, skiffContestant(self, dir, ports[next], ports[next+1], strings.Join(be, ","), true))
+		cs = append(cs, skiffContestant(self, dir, ports[next], ports[next+1], strings.Join(be, ","), true, o.profile))
 		next += 2
 	}
 	for _, name := range o.peers {
