@@ -297,7 +297,7 @@ func TestShutdown(t *testing.T) {
 // still read (as net/http does without a ReadTimeout).
 func TestSlowBodyOutlivesHeaderTimeout(t *testing.T) {
 	fb := &http.Server{Handler: http.NotFoundHandler()}
-	s := New(Config{Fallback: fb, MaxHeaderBytes: 4096, ReadHeaderTimeout: 200 * time.Millisecond,
+	s := New(Config{Fallback: fb, MaxHeaderBytes: 4096, ReadHeaderTimeout: 500 * time.Millisecond,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			b, err := io.ReadAll(r.Body)
 			fmt.Fprintf(w, "%s %v", b, err)
@@ -310,7 +310,7 @@ func TestSlowBodyOutlivesHeaderTimeout(t *testing.T) {
 	t.Cleanup(func() { s.Shutdown(context.Background()) })
 	c := dial(t, ln.Addr().String())
 	c.send("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\nab")
-	time.Sleep(500 * time.Millisecond)
+	time.Sleep(1200 * time.Millisecond) // well past ReadHeaderTimeout
 	c.send("cd")
 	if _, body := c.read("POST"); body != "abcd <nil>" {
 		t.Errorf("body read as %q, want abcd without error", body)
