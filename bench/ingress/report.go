@@ -35,6 +35,15 @@ func medianP99(runs []*result) *result {
 	return s[len(s)/2]
 }
 
+// each is f of every round, in the order they ran.
+func each(runs []*result, f func(*result) string) string {
+	out := make([]string, len(runs))
+	for i, x := range runs {
+		out[i] = f(x)
+	}
+	return strings.Join(out, " ")
+}
+
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d)/float64(time.Millisecond)) }
 
 func ratio(a, b float64) string {
@@ -81,12 +90,9 @@ func (r *report) print(w io.Writer) {
 			sk := median(runs[0])
 			for i, p := range r.proxies {
 				m := median(runs[i])
-				var all []string
-				for _, x := range runs[i] {
-					all = append(all, fmt.Sprintf("%.0f", x.rps))
-				}
 				fmt.Fprintf(tw, "%s\t%.0f\t%s\t%.2f\t%.0f%%\t%s\t%s\t%s\t%s\t\n", p.name, m.rps, ms(m.p99), m.cpu, 100*m.others,
-					r.flagged(runs[i]), ratio(sk.rps, m.rps), ratio(float64(sk.p99), float64(m.p99)), strings.Join(all, " "))
+					r.flagged(runs[i]), ratio(sk.rps, m.rps), ratio(float64(sk.p99), float64(m.p99)),
+					each(runs[i], func(x *result) string { return fmt.Sprintf("%.0f", x.rps) }))
 			}
 			tw.Flush()
 		}
@@ -99,12 +105,9 @@ func (r *report) print(w io.Writer) {
 			sk := medianP99(runs[0])
 			for i, p := range r.proxies {
 				m := medianP99(runs[i])
-				var all []string
-				for _, x := range runs[i] {
-					all = append(all, ms(x.p99))
-				}
 				fmt.Fprintf(tw, "%s\t%.0f\t%s\t%.2f\t%.0f%%\t%s\t%s\t%s\t\n", p.name, m.rps, ms(m.p99), m.cpu, 100*m.others,
-					r.flagged(runs[i]), ratio(float64(sk.p99), float64(m.p99)), strings.Join(all, " "))
+					r.flagged(runs[i]), ratio(float64(sk.p99), float64(m.p99)),
+					each(runs[i], func(x *result) string { return ms(x.p99) }))
 			}
 			tw.Flush()
 		}

@@ -21,12 +21,17 @@ import (
 	"github.com/skiffnet/skiff/ingress/routes"
 )
 
-func TestWebSocket(t *testing.T) {
+// wsProxy is a proxy in front of a WebSocket echo backend.
+func wsProxy(t *testing.T) *running {
 	echo := startBackend(t, "ws", websocket.Handler(func(c *websocket.Conn) { io.Copy(c, c) }), false)
 	var w world
 	w.service("ws", "", echo.addr)
 	w.ingress("ws", "", "/", "ws")
-	p := startProxy(t, Options{}, w.table(t))
+	return startProxy(t, Options{}, w.table(t))
+}
+
+func TestWebSocket(t *testing.T) {
+	p := wsProxy(t)
 
 	cfg, err := websocket.NewConfig(strings.Replace(p.httpURL, "http", "ws", 1)+"/echo", "http://localhost/")
 	if err != nil {
@@ -134,11 +139,7 @@ func TestH2CToBackend(t *testing.T) {
 // A WebSocket upgrade after plain requests on the same connection is
 // handed from the lean path to net/http and switches protocols.
 func TestWebSocketAfterPlainRequests(t *testing.T) {
-	echo := startBackend(t, "ws", websocket.Handler(func(c *websocket.Conn) { io.Copy(c, c) }), false)
-	var w world
-	w.service("ws", "", echo.addr)
-	w.ingress("ws", "", "/", "ws")
-	p := startProxy(t, Options{}, w.table(t))
+	p := wsProxy(t)
 	nc, err := net.Dial("tcp", strings.TrimPrefix(p.httpURL, "http://"))
 	if err != nil {
 		t.Fatal(err)
