@@ -24,11 +24,11 @@ func exchange(addr string, q question) (*dns.Msg, error) {
 
 // waitServing polls until addr answers every question in probe with at
 // least one record: the server has synced the whole fixture set.
-func waitServing(ctx context.Context, p *pinned, probe []question) error {
+func waitServing(ctx context.Context, p *dnsServer, probe []question) error {
 	deadline := time.Now().Add(2 * time.Minute)
 	var last string
 	for time.Now().Before(deadline) {
-		if err := p.alive(); err != nil {
+		if err := p.Alive(); err != nil {
 			return err
 		}
 		ok := true
@@ -49,7 +49,7 @@ func waitServing(ctx context.Context, p *pinned, probe []question) error {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	return fmt.Errorf("%s does not serve the fixture after 2m; last: %s\n%s", p.name, last, p.tail())
+	return fmt.Errorf("%s does not serve the fixture after 2m; last: %s\n%s", p.Name, last, p.Tail())
 }
 
 // answerKey is what must be equal between servers for one question: the
@@ -72,7 +72,7 @@ func answerKey(r *dns.Msg) string {
 // compareAnswers asks every distinct question of qs of each server and
 // returns the questions on which a server disagrees with the first: a
 // benchmark only compares servers that give the same answers.
-func compareAnswers(servers []*pinned, qs []question) ([]string, int, error) {
+func compareAnswers(servers []*dnsServer, qs []question) ([]string, int, error) {
 	seen := map[question]bool{}
 	var diffs []string
 	for _, q := range qs {
@@ -90,7 +90,7 @@ func compareAnswers(servers []*pinned, qs []question) ([]string, int, error) {
 			if i == 0 {
 				want = got
 			} else if got != want {
-				diffs = append(diffs, fmt.Sprintf("%s:\n    %s: %s\n    %s: %s", q, servers[0].name, want, s.name, got))
+				diffs = append(diffs, fmt.Sprintf("%s:\n    %s: %s\n    %s: %s", q, servers[0].Name, want, s.Name, got))
 			}
 		}
 	}

@@ -148,10 +148,10 @@ func run(ctx context.Context, o options) error {
 
 	// Every server runs for the whole benchmark, idle while another is
 	// measured: an idle informer costs nothing measurable.
-	var servers []*pinned
+	var servers []*dnsServer
 	defer func() {
 		for _, s := range servers {
-			s.close()
+			s.Close()
 		}
 	}()
 	ports, err := skiffserver.FreePorts(1)
@@ -159,7 +159,7 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(ports[0])
-	s, err := startPinned("skiff", addr, tmp, o.serverCPU, o.nice, self, "serve-skiff", "--kubeconfig", api.Kubeconfig(), "--listen", addr)
+	s, err := startDNSServer("skiff", addr, tmp, o.serverCPU, o.nice, self, "serve-skiff", "--kubeconfig", api.Kubeconfig(), "--listen", addr)
 	if err != nil {
 		return err
 	}
@@ -170,7 +170,7 @@ func run(ctx context.Context, o options) error {
 			return err
 		}
 		addr := "127.0.0.1:" + strconv.Itoa(port)
-		s, err := startPinned(c.name, addr, tmp, o.serverCPU, o.nice, o.coredns, "-conf", path)
+		s, err := startDNSServer(c.name, addr, tmp, o.serverCPU, o.nice, o.coredns, "-conf", path)
 		if err != nil {
 			return err
 		}
@@ -183,7 +183,7 @@ func run(ctx context.Context, o options) error {
 		{fix.hostnames[len(fix.hostnames)-1], 1},
 	}
 	for _, s := range servers {
-		step("waiting for %s on %s", s.name, s.addr)
+		step("waiting for %s on %s", s.Name, s.addr)
 		if err := waitServing(ctx, s, probe); err != nil {
 			return err
 		}
@@ -212,7 +212,7 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	for _, s := range servers {
-		if err := s.alive(); err != nil {
+		if err := s.Alive(); err != nil {
 			return err
 		}
 	}

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/skiffnet/skiff/bench/pinned"
 )
 
 // perf is one dnsperf run's summary.
@@ -41,9 +43,9 @@ var (
 // dnsperf runs dnsperf on cpu against s with extra arguments and parses
 // its summary (and, with -v, every query's latency).
 // With fifo, dnsperf runs in the SCHED_FIFO class (see latencyRun).
-func dnsperf(ctx context.Context, o options, s *pinned, qfile string, d time.Duration, fifo bool, extra ...string) (*perf, error) {
+func dnsperf(ctx context.Context, o options, s *dnsServer, qfile string, d time.Duration, fifo bool, extra ...string) (*perf, error) {
 	host, port, _ := strings.Cut(s.addr, ":")
-	args := append(pin(o.clientCPU, o.nice, "dnsperf",
+	args := append(pinned.Argv(o.clientCPU, o.nice, "dnsperf",
 		"-s", host, "-p", port, "-d", qfile, "-l", strconv.Itoa(int(d.Seconds())),
 		"-T", "1", "-c", "1", "-t", "2"), extra...)
 	cmd := exec.CommandContext(ctx, "nice", args...)
@@ -52,11 +54,11 @@ func dnsperf(ctx context.Context, o options, s *pinned, qfile string, d time.Dur
 	}
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
-	before, err := s.cpuTime()
+	before, err := s.CPUTime()
 	if err != nil {
 		return nil, err
 	}
-	busy0, total0, err := coreTicks(o.serverCPU)
+	busy0, _, total0, err := pinned.CoreTicks(o.serverCPU)
 	if err != nil {
 		return nil, err
 	}
@@ -65,21 +67,21 @@ func dnsperf(ctx context.Context, o options, s *pinned, qfile string, d time.Dur
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("dnsperf: %w", err)
 	}
-	if err := prioritize(cmd.Process.Pid, o.nice); err != nil {
+	if err := pinned.Prioritize(cmd.Process.Pid, o.nice); err != nil {
 		cmd.Process.Kill()
 		cmd.Wait()
 		return nil, err
 	}
 	if err := cmd.Wait(); err != nil {
-		return nil, fmt.Errorf("dnsperf against %s: %w\n%s%s", s.name, err, errb.String(), tail(out.String()))
+		return nil, fmt.Errorf("dnsperf against %s: %w\n%s%s", s.Name, err, errb.String(), tail(out.String()))
 	}
 	p := &perf{wall: time.Since(start), clientCPU: cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()}
-	after, err := s.cpuTime()
+	after, err := s.CPUTime()
 	if err != nil {
 		return nil, err
 	}
 	p.serverCPU = after - before
-	busy1, total1, err := coreTicks(o.serverCPU)
+	busy1, _, total1, err := pinned.CoreTicks(o.serverCPU)
 	if err != nil {
 		return nil, err
 	}
@@ -94,14 +96,14 @@ func dnsperf(ctx context.Context, o options, s *pinned, qfile string, d time.Dur
 	for _, f := range ints {
 		m := f.re.FindStringSubmatch(text)
 		if m == nil {
-			return nil, fmt.Errorf("dnsperf against %s: no %q in its output:\n%s", s.name, f.re, tail(text))
+			return nil, fmt.Errorf("dnsperf against %s: no %q in its output:\n%s", s.Name, f.re, tail(text))
 		}
 		*f.v, _ = strconv.Atoi(m[1])
 	}
 	m := reQPS.FindStringSubmatch(text)
 	a := reAvg.FindStringSubmatch(text)
 	if m == nil || a == nil {
-		return nil, fmt.Errorf("dnsperf against %s: no qps or latency in its output:\n%s", s.name, tail(text))
+		return nil, fmt.Errorf("dnsperf against %s: no qps or latency in its output:\n%s", s.Name, tail(text))
 	}
 	p.qps, _ = strconv.ParseFloat(m[1], 64)
 	avg, _ := strconv.ParseFloat(a[1], 64)
@@ -139,9 +141,9 @@ func percentile(sorted []time.Duration, p float64) time.Duration {
 // interleaved across servers (so a noisy neighbour on this machine hits
 // all of them alike), then o.rounds latency runs at o.latencyQPS with every
 // query's latency recorded, interleaved the same way.
-func measure(ctx context.Context, o options, qfile string, servers []*pinned, rep *report) error {
+func measure(ctx context.Context, o options, qfile string, servers []*dnsServer, rep *report) error {
 	for _, s := range servers {
-		step("warming up %s", s.name)
+		step("warming up %s", s.Name)
 		if _, err := dnsperf(ctx, o, s, qfile, 3*time.Second, false, "-q", strconv.Itoa(o.outstanding)); err != nil {
 			return err
 		}
@@ -149,7 +151,7 @@ func measure(ctx context.Context, o options, qfile string, servers []*pinned, re
 	rep.throughput = make([][]*perf, len(servers))
 	for r := range o.rounds {
 		for i, s := range servers {
-			step("throughput round %d/%d: %s for %s", r+1, o.rounds, s.name, o.duration)
+			step("throughput round %d/%d: %s for %s", r+1, o.rounds, s.Name, o.duration)
 			p, err := dnsperf(ctx, o, s, qfile, o.duration, false, "-q", strconv.Itoa(o.outstanding))
 			if err != nil {
 				return err
@@ -160,19 +162,19 @@ func measure(ctx context.Context, o options, qfile string, servers []*pinned, re
 	rep.latency = make([][]*perf, len(servers))
 	for r := range o.rounds {
 		for i, s := range servers {
-			step("latency round %d/%d: %s at %d queries/s for %s", r+1, o.rounds, s.name, o.latencyQPS, o.latencyFor)
+			step("latency round %d/%d: %s at %d queries/s for %s", r+1, o.rounds, s.Name, o.latencyQPS, o.latencyFor)
 			p, err := latencyRun(ctx, o, s, qfile)
 			if err != nil {
 				return err
 			}
 			if len(p.latencies) == 0 {
-				return fmt.Errorf("dnsperf -v against %s printed no per-query latencies", s.name)
+				return fmt.Errorf("dnsperf -v against %s printed no per-query latencies", s.Name)
 			}
 			rep.latency[i] = append(rep.latency[i], p)
 		}
 	}
 	for _, s := range servers {
-		if rss, err := s.rss(); err == nil {
+		if rss, err := s.RSS(); err == nil {
 			rep.rss = append(rep.rss, rss)
 		}
 	}
@@ -186,12 +188,12 @@ func measure(ctx context.Context, o options, qfile string, servers []*pinned, re
 // its neighbours. Neither runs flat out at this rate, so the rest of the
 // machine keeps most of both cores; the server goes back to SCHED_OTHER
 // right after.
-func latencyRun(ctx context.Context, o options, s *pinned, qfile string) (*perf, error) {
+func latencyRun(ctx context.Context, o options, s *dnsServer, qfile string) (*perf, error) {
 	if o.fifo {
-		if err := s.schedFIFO(true); err != nil {
+		if err := s.SchedFIFO(true); err != nil {
 			return nil, err
 		}
-		defer s.schedFIFO(false)
+		defer s.SchedFIFO(false)
 	}
 	return dnsperf(ctx, o, s, qfile, o.latencyFor, o.fifo, "-Q", strconv.Itoa(o.latencyQPS), "-q", "1000", "-v")
 }

@@ -14,7 +14,7 @@ type report struct {
 	o          options
 	mix        []share
 	distinct   int
-	servers    []*pinned
+	servers    []*dnsServer
 	throughput [][]*perf // [server][round]
 	latency    [][]*perf // [server][round]
 	rss        []uint64  // [server], after the runs
@@ -71,7 +71,7 @@ func (r *report) print(w io.Writer) {
 		if i < len(r.rss) {
 			rss = fmt.Sprintf("%d MiB", r.rss[i]>>20)
 		}
-		fmt.Fprintf(tw, "%s\t%.0f\t%s\t%s\t%d\t%s\t%.0f%%\t%s\t%s\n", s.name, m.qps, strings.Join(runs, " "),
+		fmt.Fprintf(tw, "%s\t%.0f\t%s\t%s\t%d\t%s\t%.0f%%\t%s\t%s\n", s.Name, m.qps, strings.Join(runs, " "),
 			ms(m.avgLatency), m.lost, pct(m.serverCPU, m.wall), 100*m.serverCore, pct(m.clientCPU, m.wall), rss)
 	}
 	tw.Flush()
@@ -95,7 +95,7 @@ func (r *report) print(w io.Writer) {
 		for _, q := range r.latency[i] {
 			runs = append(runs, ms(percentile(q.latencies, 99)))
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.name, len(l), p.lost, ms(sum/time.Duration(len(l))),
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, len(l), p.lost, ms(sum/time.Duration(len(l))),
 			ms(percentile(l, 50)), ms(percentile(l, 99)), ms(percentile(l, 99.9)), ms(l[len(l)-1]), pct(p.serverCPU, p.wall),
 			pct(p.clientCPU, p.wall), strings.Join(runs, " "))
 	}
@@ -114,7 +114,7 @@ func (r *report) print(w io.Writer) {
 			best = ratio // the goal is judged against the fastest CoreDNS
 		}
 		perCPU := (sk.qps / sk.serverCPU.Seconds() * sk.wall.Seconds()) / (c.qps / c.serverCPU.Seconds() * c.wall.Seconds())
-		fmt.Fprintf(tw, "%s\t%.2fx\t%.2fx\t%.2fx\n", r.servers[i].name, ratio, perCPU,
+		fmt.Fprintf(tw, "%s\t%.2fx\t%.2fx\t%.2fx\n", r.servers[i].Name, ratio, perCPU,
 			float64(skp99)/float64(percentile(r.medianP99(i).latencies, 99)))
 	}
 	tw.Flush()

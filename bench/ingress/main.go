@@ -1,7 +1,8 @@
-// Command ingress is the helper of bench/ingress/run.sh: it runs Go
-// backends, or Skiff's ingress proxy with a static route table in front of
-// them, so wrk can compare the proxy with nginx on the same backends.
+// Command ingress is bench/ingress: its run command compares Skiff's
+// ingress proxy with nginx and HAProxy on the same Go backends (see
+// docs/benchmarks.md); the other commands are the processes it starts.
 //
+//	ingress run [-rounds 5] [-duration 10s] [-conns 64,256,1000] ...
 //	ingress backend -addr 127.0.0.1:18081
 //	ingress proxy -http 127.0.0.1:18080 -https 127.0.0.1:18443 -backends 127.0.0.1:18081,127.0.0.1:18082
 //	ingress cert -dir DIR    # writes tls.crt and tls.key (self-signed, bench.local)
@@ -15,6 +16,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -41,11 +43,15 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: ingress backend|proxy|cert [flags]")
+		fmt.Fprintln(os.Stderr, "usage: ingress run|backend|proxy|cert [flags]")
 		os.Exit(2)
 	}
 	var err error
 	switch os.Args[1] {
+	case "run":
+		ctx, cancel := signalContext()
+		err = run(ctx, os.Args[2:])
+		cancel()
 	case "backend":
 		err = backend(os.Args[2:])
 	case "proxy":
@@ -54,6 +60,9 @@ func main() {
 		err = cert(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "ingress bench:", err)
@@ -95,6 +104,7 @@ func runProxy(args []string) error {
 	backends := fs.String("backends", "127.0.0.1:18081", "comma-separated backend addresses")
 	certDir := fs.String("cert", "", "directory with tls.crt and tls.key for bench.local")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	netHTTP := fs.Bool("nethttp", false, "serve with net/http only (the lean HTTP/1.1 path off)")
 	fs.Parse(args)
 	if *cpuProfile != "" {
 		stop, err := startCPUProfile(*cpuProfile)
@@ -158,7 +168,7 @@ func runProxy(args []string) error {
 		return fmt.Errorf("static table: %s", p)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	p, err := proxy.New(proxy.Options{HTTPAddr: *httpAddr, HTTPSAddr: *httpsAddr, Logger: log})
+	p, err := proxy.New(proxy.Options{HTTPAddr: *httpAddr, HTTPSAddr: *httpsAddr, Logger: log, NetHTTPOnly: *netHTTP})
 	if err != nil {
 		return err
 	}

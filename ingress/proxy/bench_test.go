@@ -10,8 +10,19 @@ import (
 // loopback backend (client and backend in the same process, so compare
 // runs with each other, not with bench/ingress/run.sh).
 //
-//	go test ./ingress/proxy -run - -bench ProxyHTTP1 -cpu 1 -cpuprofile cpu.out
+//	go test ./ingress/proxy -run - -bench ProxyHTTP1/lean -cpu 1 -cpuprofile cpu.out
+//
+// The nethttp case is the same proxy with the lean server path off.
 func BenchmarkProxyHTTP1(b *testing.B) {
+	for _, c := range []struct {
+		name    string
+		netHTTP bool
+	}{{"lean", false}, {"nethttp", true}} {
+		b.Run(c.name, func(b *testing.B) { benchmarkProxy(b, c.netHTTP) })
+	}
+}
+
+func benchmarkProxy(b *testing.B, netHTTP bool) {
 	body := []byte(`{"status":"ok"}`)
 	be := startBackend(b, "a", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -20,7 +31,7 @@ func BenchmarkProxyHTTP1(b *testing.B) {
 	var w world
 	w.service("a", "", be.addr)
 	w.ingress("ia", "bench.local", "/", "a")
-	p := startProxy(b, Options{}, w.table(b))
+	p := startProxy(b, Options{NetHTTPOnly: netHTTP}, w.table(b))
 	req, _ := http.NewRequest(http.MethodGet, p.httpURL+"/", nil)
 	req.Host = "bench.local"
 	b.ReportAllocs()

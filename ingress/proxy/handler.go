@@ -40,8 +40,12 @@ func stateOf(ctx context.Context) *state {
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	p := h.p
-	rec := &recorder{ResponseWriter: w}
-	st := &state{listener: h.listener}
+	// one allocation for both: they live exactly as long as the request
+	x := &struct {
+		rec recorder
+		st  state
+	}{recorder{ResponseWriter: w}, state{listener: h.listener}}
+	rec, st := &x.rec, &x.st
 	// The table is loaded once: the whole request sees one configuration.
 	tab := p.table.Load()
 	st.route = tab.Match(h.listener, localAddr(tab, r), r)

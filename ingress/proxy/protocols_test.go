@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"io"
@@ -20,12 +21,17 @@ import (
 	"github.com/skiffnet/skiff/ingress/routes"
 )
 
-func TestWebSocket(t *testing.T) {
+// wsProxy is a proxy in front of a WebSocket echo backend.
+func wsProxy(t *testing.T) *running {
 	echo := startBackend(t, "ws", websocket.Handler(func(c *websocket.Conn) { io.Copy(c, c) }), false)
 	var w world
 	w.service("ws", "", echo.addr)
 	w.ingress("ws", "", "/", "ws")
-	p := startProxy(t, Options{}, w.table(t))
+	return startProxy(t, Options{}, w.table(t))
+}
+
+func TestWebSocket(t *testing.T) {
+	p := wsProxy(t)
 
 	cfg, err := websocket.NewConfig(strings.Replace(p.httpURL, "http", "ws", 1)+"/echo", "http://localhost/")
 	if err != nil {
@@ -128,4 +134,41 @@ func TestH2CToBackend(t *testing.T) {
 		t.Errorf("%d %q, want the backend to see HTTP/2.0", code, body)
 	}
 	_ = http.StatusOK
+}
+
+// A WebSocket upgrade after plain requests on the same connection is
+// handed from the lean path to net/http and switches protocols.
+func TestWebSocketAfterPlainRequests(t *testing.T) {
+	p := wsProxy(t)
+	nc, err := net.Dial("tcp", strings.TrimPrefix(p.httpURL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(nc)
+	for range 3 {
+		io.WriteString(nc, "GET /plain HTTP/1.1\r\nHost: x\r\n\r\n")
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	io.WriteString(nc, "GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nOrigin: http://localhost/\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade answered %s, want 101", resp.Status)
+	}
+	// one unmasked-by-server text frame "hi" sent masked, as a client must
+	io.WriteString(nc, "\x81\x82\x01\x02\x03\x04"+string([]byte{'h' ^ 1, 'i' ^ 2}))
+	frame := make([]byte, 4)
+	if _, err := io.ReadFull(br, frame); err != nil || string(frame[2:]) != "hi" {
+		t.Errorf("echo frame %q, %v; want a text frame with hi", frame, err)
+	}
 }

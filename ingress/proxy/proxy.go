@@ -1,5 +1,5 @@
-// Package proxy is Skiff's L7 data plane: net/http servers that route each
-// request through the current routes.Table straight to a ready endpoint.
+// Package proxy is Skiff's L7 data plane: servers (the lean HTTP/1.1 path
+// of package h1server in front of net/http) that route each request through the current routes.Table straight to a ready endpoint.
 // The table is swapped atomically; a request uses the table it started with
 // from beginning to end, so a change never drops or splits a request.
 package proxy
@@ -20,6 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/skiffnet/skiff/ingress/h1server"
 	"github.com/skiffnet/skiff/ingress/routes"
 )
 
@@ -57,6 +58,10 @@ type Options struct {
 	// DefaultCertificate answers TLS clients no certificate of the table
 	// matches; nil generates a self-signed one at start.
 	DefaultCertificate *tls.Certificate
+	// NetHTTPOnly serves every connection with net/http instead of the
+	// lean HTTP/1.1 path (package h1server): an escape hatch, and the
+	// baseline bench/ingress compares with.
+	NetHTTPOnly bool
 }
 
 func (o *Options) defaults() {
@@ -97,7 +102,13 @@ type Proxy struct {
 	defCert *tls.Certificate
 
 	mu      sync.Mutex
-	servers []*http.Server
+	servers []server
+}
+
+// server is what ServeListeners runs per listener: an *http.Server or an
+// *h1server.Server in front of one.
+type server interface {
+	Shutdown(context.Context) error
 }
 
 // New returns a Proxy with an empty table (every request gets 404 until
@@ -209,18 +220,35 @@ func (p *Proxy) ServeListeners(ctx context.Context, httpLn, httpsLn net.Listener
 			return
 		}
 		s := p.server(l)
+		var srv server = s
+		serve := s.Serve
+		switch {
+		case p.opts.NetHTTPOnly && l == routes.HTTPS:
+			serve = func(ln net.Listener) error { return s.ServeTLS(ln, "", "") }
+		case !p.opts.NetHTTPOnly:
+			cfg := h1server.Config{
+				Handler:           s.Handler,
+				Fallback:          s,
+				MaxHeaderBytes:    p.opts.MaxHeaderBytes,
+				ReadHeaderTimeout: p.opts.ReadHeaderTimeout,
+				IdleTimeout:       p.opts.IdleTimeout,
+				Logger:            p.log,
+			}
+			if l == routes.HTTPS {
+				// the lean path terminates TLS itself and hands h2
+				// connections to s (which keeps a config of its own)
+				cfg.TLS = p.TLSConfig()
+			}
+			lean := h1server.New(cfg)
+			srv, serve = lean, lean.Serve
+		}
 		p.mu.Lock()
-		p.servers = append(p.servers, s)
+		p.servers = append(p.servers, srv)
 		p.mu.Unlock()
 		n++
-		p.log.Info("ingress proxy listening", "listener", l.String(), "addr", ln.Addr().String())
+		p.log.Info("ingress proxy listening", "listener", l.String(), "addr", ln.Addr().String(), "lean", !p.opts.NetHTTPOnly)
 		go func() {
-			var err error
-			if l == routes.HTTPS {
-				err = s.ServeTLS(ln, "", "")
-			} else {
-				err = s.Serve(ln)
-			}
+			err := serve(ln)
 			if errors.Is(err, http.ErrServerClosed) {
 				err = nil
 			}

@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/skiffnet/skiff/ingress/h1"
 )
 
 // Header fields writeHead frames itself rather than copying from
@@ -87,21 +89,9 @@ func writeRequestURI(bw *bufio.Writer, r *http.Request) {
 	}
 }
 
-// writeField writes one header field, skipping invalid names and turning
-// line breaks in values into spaces (header filters are configuration, not
-// checked like client input), as Header.Write does.
-func writeField(bw *bufio.Writer, k, v string) {
-	if !httpguts.ValidHeaderFieldName(k) {
-		return
-	}
-	if strings.ContainsAny(v, "\r\n") {
-		v = strings.NewReplacer("\r", " ", "\n", " ").Replace(v)
-	}
-	bw.WriteString(k)
-	bw.WriteString(": ")
-	bw.WriteString(strings.Trim(v, " \t"))
-	bw.WriteString("\r\n")
-}
+// writeField writes one header field (see h1.WriteField): header filters
+// are configuration, not checked like client input.
+func writeField(bw *bufio.Writer, k, v string) { h1.WriteField(bw, k, v) }
 
 func writeTrailerNames(bw *bufio.Writer, t http.Header) {
 	if len(t) == 0 {
