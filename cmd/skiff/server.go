@@ -14,12 +14,14 @@ import (
 
 	"github.com/skiffnet/skiff/agent"
 	"github.com/skiffnet/skiff/controlplane/server"
+	"github.com/skiffnet/skiff/profiling"
 )
 
 func newServerCommand() *cobra.Command {
 	var cfg server.Config
 	var debug, disableAgent bool
 	var verbosity int
+	var profileAddr string
 	cmd := &cobra.Command{
 		Use:   "server",
 		Short: "Run the control plane (API server, controllers, scheduler on etcd)",
@@ -46,6 +48,9 @@ starts reuse them.`,
 				return err
 			}
 			s.SetLogger(logger)
+			if _, err := profiling.Serve(cmd.Context(), profileAddr, logger); err != nil {
+				return err
+			}
 			if disableAgent {
 				return s.Run(cmd.Context(), nil)
 			}
@@ -73,6 +78,7 @@ starts reuse them.`,
 	f.BoolVar(&disableAgent, "disable-agent", false, "run only the control plane, without a node agent in this process")
 	f.BoolVar(&debug, "debug", false, "print the upstream components' logs to stderr instead of DATA/logs/server.log")
 	f.IntVarP(&verbosity, "v", "v", 0, "log verbosity of the upstream components")
+	profileFlag(f, &profileAddr)
 	return cmd
 }
 
