@@ -1,0 +1,189 @@
+// Package footprint measures what an idle Skiff node costs and how long
+// one takes to come up (issue 17): a one-node test cluster (test/cluster:
+// `skiff server --disable-agent` and one `skiff agent` in network
+// namespaces) is started, timed until the node is Ready and its cluster
+// DNS and ingress proxy answer, left idle, and then the resident memory of
+// each of its processes is read. With PROFILE_DIR set, the server and the
+// agent serve pprof (--profile-addr) and their heap profiles are saved
+// there.
+//
+//	bench/footprint/run.sh      (as root, after make build)
+package footprint
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/skiffnet/skiff/test/cluster"
+)
+
+// profileAddr is where the server and the agent serve pprof, each on the
+// loopback of its own network namespace.
+const profileAddr = "127.0.0.1:6060"
+
+func BenchmarkFootprint(b *testing.B) {
+	idle := 60 * time.Second
+	if s := os.Getenv("IDLE"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			b.Fatalf("IDLE=%q: %v", s, err)
+		}
+		idle = d
+	}
+	profiles := os.Getenv("PROFILE_DIR")
+	opts := cluster.Options{Nodes: 1, WaitReady: true}
+	if profiles != "" {
+		opts.ServerArgs = []string{"--profile-addr", profileAddr}
+		opts.AgentArgs = []string{"--profile-addr", profileAddr}
+	}
+	for b.Loop() {
+		r := report{idle: idle}
+		begin := time.Now()
+		c := cluster.Start(b, opts)
+		r.nodeReady = time.Since(begin)
+		n := c.Nodes[0]
+		r.serverReady = serverReady(b, c)
+		r.dns = time.Since(begin) + waitFor(b, "cluster DNS", func() bool { return dnsAnswers(n) })
+		r.ingress = time.Since(begin) + waitFor(b, "ingress proxy", func() bool { return ingressAnswers(c, n) })
+		b.StopTimer()
+		time.Sleep(idle)
+		r.procs = processes(b, c.Dir)
+		if st, err := os.Stat(c.Bin); err == nil {
+			r.binary = st.Size()
+		}
+		if profiles != "" {
+			saveHeap(b, c.Infra.Path(), filepath.Join(profiles, "server.heap"))
+			saveHeap(b, n.NS.Path(), filepath.Join(profiles, "agent.heap"))
+		}
+		r.print(os.Stdout)
+		b.ReportMetric(float64(r.rss("server")+r.rss("agent")+r.rss("dataplane"))/1e6, "server+agent-MB")
+		b.ReportMetric(float64(r.rss("agent"))/1e6, "agent-MB")
+		b.ReportMetric(r.ingress.Seconds(), "startup-s")
+		b.StartTimer()
+	}
+}
+
+// serverReady is the start-up time the server reported itself ("ready in
+// X.Ys": from its start to its API answering and its controllers running).
+func serverReady(b *testing.B, c *cluster.Cluster) time.Duration {
+	out, err := os.ReadFile(filepath.Join(c.Dir, "server.out"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(out), "ready in ")
+	secs, _, _ := strings.Cut(rest, "s")
+	d, err := time.ParseDuration(secs + "s")
+	if !ok || err != nil {
+		b.Fatalf("no ready line in the server's output:\n%s", out)
+	}
+	return d
+}
+
+// waitFor polls cond every 100 ms and returns how long it took to hold.
+func waitFor(b *testing.B, what string, cond func() bool) time.Duration {
+	begin := time.Now()
+	for !cond() {
+		if time.Since(begin) > 2*time.Minute {
+			b.Fatalf("%s not answering 2 minutes after the node was Ready", what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return time.Since(begin)
+}
+
+// dnsAnswers asks the node's cluster DNS, from the node, for the API
+// server's Service, as a pod's resolver would.
+func dnsAnswers(n *cluster.Node) bool {
+	out, err := n.Exec("dig", "@"+n.IP, "+short", "+time=1", "+tries=1", "kubernetes.default.svc.cluster.local")
+	return err == nil && strings.TrimSpace(out) == "10.96.0.1"
+}
+
+// ingressAnswers sends an HTTP request for a host no Ingress routes to the
+// node's ingress proxy from outside the cluster: the proxy's own 404 shows
+// it listens and has loaded its routes.
+func ingressAnswers(c *cluster.Cluster, n *cluster.Node) bool {
+	out, err := c.ClientExec("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "1",
+		"-H", "Host: footprint.invalid", "http://"+n.IP+"/")
+	return err == nil && strings.TrimSpace(out) == "404"
+}
+
+// saveHeap saves the in-use heap profile of the process serving pprof at
+// profileAddr in network namespace ns.
+func saveHeap(b *testing.B, ns, path string) {
+	client := &http.Client{Transport: &http.Transport{DialContext: cluster.DialerIn(ns)}, Timeout: 30 * time.Second}
+	// gc=1 collects first, so the profile shows what is live, not garbage.
+	resp, err := client.Get("http://" + profileAddr + "/debug/pprof/heap?gc=1")
+	if err != nil {
+		b.Fatalf("heap profile from %s: %v", ns, err)
+	}
+	defer resp.Body.Close()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		b.Fatal(err)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		b.Fatalf("save %s: %v", path, err)
+	}
+}
+
+// proc is one process of the cluster.
+type proc struct {
+	pid  int
+	role string // server, agent, dataplane, containerd, ...
+	rss  int64  // bytes
+}
+
+// processes finds the cluster's processes (those whose command line names
+// its directory) and reads their resident memory.
+func processes(b *testing.B, dir string) []proc {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var ps []proc
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil || !strings.Contains(string(cmdline), dir) {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+		role := filepath.Base(args[0])
+		if role == "nsenter" {
+			continue // exec'd into the process it runs; a leftover is not the cluster's
+		}
+		if role == filepath.Base(os.Getenv("SKIFF_BINARY")) && len(args) > 1 {
+			role = args[1]
+		}
+		ps = append(ps, proc{pid: pid, role: role, rss: vmRSS(pid)})
+	}
+	return ps
+}
+
+func vmRSS(pid int) int64 {
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(status)) {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
