@@ -59,8 +59,8 @@ func BenchmarkFootprint(b *testing.B) {
 			r.binary = st.Size()
 		}
 		if profiles != "" {
-			saveHeap(b, c.Infra.Path(), filepath.Join(profiles, "server.heap"))
-			saveHeap(b, n.NS.Path(), filepath.Join(profiles, "agent.heap"))
+			saveHeap(b, c.Infra.Path(), filepath.Join(profiles, "server"))
+			saveHeap(b, n.NS.Path(), filepath.Join(profiles, "agent"))
 		}
 		r.print(os.Stdout)
 		b.ReportMetric(float64(r.rss("server")+r.rss("agent")+r.rss("dataplane"))/1e6, "server+agent-MB")
@@ -115,25 +115,29 @@ func ingressAnswers(c *cluster.Cluster, n *cluster.Node) bool {
 }
 
 // saveHeap saves the in-use heap profile of the process serving pprof at
-// profileAddr in network namespace ns.
-func saveHeap(b *testing.B, ns, path string) {
+// profileAddr in network namespace ns as PREFIX.heap (for go tool pprof),
+// and its text form with the Go runtime's memory statistics as
+// PREFIX.heap.txt.
+func saveHeap(b *testing.B, ns, prefix string) {
 	client := &http.Client{Transport: &http.Transport{DialContext: cluster.DialerIn(ns)}, Timeout: 30 * time.Second}
+	if err := os.MkdirAll(filepath.Dir(prefix), 0o755); err != nil {
+		b.Fatal(err)
+	}
 	// gc=1 collects first, so the profile shows what is live, not garbage.
-	resp, err := client.Get("http://" + profileAddr + "/debug/pprof/heap?gc=1")
-	if err != nil {
-		b.Fatalf("heap profile from %s: %v", ns, err)
-	}
-	defer resp.Body.Close()
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		b.Fatal(err)
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := io.Copy(f, resp.Body); err != nil {
-		b.Fatalf("save %s: %v", path, err)
+	for path, query := range map[string]string{prefix + ".heap": "gc=1", prefix + ".heap.txt": "debug=1"} {
+		resp, err := client.Get("http://" + profileAddr + "/debug/pprof/heap?" + query)
+		if err != nil {
+			b.Fatalf("heap profile from %s: %v", ns, err)
+		}
+		f, err := os.Create(path)
+		if err == nil {
+			_, err = io.Copy(f, resp.Body)
+			f.Close()
+		}
+		resp.Body.Close()
+		if err != nil {
+			b.Fatalf("save %s: %v", path, err)
+		}
 	}
 }
 
@@ -141,7 +145,10 @@ func saveHeap(b *testing.B, ns, path string) {
 type proc struct {
 	pid  int
 	role string // server, agent, dataplane, containerd, ...
-	rss  int64  // bytes
+	// rss is resident memory in bytes; file is the part of it that is
+	// pages of files (mostly the skiff binary's own, which every skiff
+	// process on the machine shares), anon the rest (heap, stacks).
+	rss, anon, file int64
 }
 
 // processes finds the cluster's processes (those whose command line names
@@ -169,21 +176,34 @@ func processes(b *testing.B, dir string) []proc {
 		if role == filepath.Base(os.Getenv("SKIFF_BINARY")) && len(args) > 1 {
 			role = args[1]
 		}
-		ps = append(ps, proc{pid: pid, role: role, rss: vmRSS(pid)})
+		p := proc{pid: pid, role: role}
+		p.rss, p.anon, p.file = memory(pid)
+		ps = append(ps, p)
 	}
 	return ps
 }
 
-func vmRSS(pid int) int64 {
+// memory reads a process's resident memory (VmRSS, what ps and top show)
+// and its anonymous and file-backed parts, in bytes.
+func memory(pid int) (rss, anon, file int64) {
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0
+		return 0, 0, 0
 	}
 	for line := range strings.Lines(string(status)) {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb << 10
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseInt(f[1], 10, 64)
+		switch f[0] {
+		case "VmRSS:":
+			rss = kb << 10
+		case "RssAnon:":
+			anon = kb << 10
+		case "RssFile:", "RssShmem:":
+			file += kb << 10
 		}
 	}
-	return 0
+	return rss, anon, file
 }

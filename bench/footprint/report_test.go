@@ -44,9 +44,9 @@ func (r report) print(w io.Writer) {
 		return "NOT met"
 	}
 	fmt.Fprintf(w, "\nidle footprint of a one-node test cluster, %s after start-up (RSS, 1 MB = 10^6 bytes)\n", r.idle)
-	fmt.Fprintf(w, "%-44s %12s  %s\n", "process", "RSS", "goal")
+	fmt.Fprintf(w, "%-44s %12s %12s %12s  %s\n", "process", "RSS", "anonymous", "file-backed", "goal")
 	for _, p := range r.procs {
-		fmt.Fprintf(w, "%-44s %12s\n", fmt.Sprintf("%s (pid %d)", p.role, p.pid), mb(p.rss))
+		fmt.Fprintf(w, "%-44s %12s %12s %12s\n", fmt.Sprintf("%s (pid %d)", p.role, p.pid), mb(p.rss), mb(p.anon), mb(p.file))
 	}
 	agent := r.rss("agent")
 	skiff := r.rss("server") + agent + r.rss("dataplane")

@@ -16,5 +16,6 @@ if [[ -n ${PROFILE_DIR:-} ]]; then
 	for p in server agent; do
 		echo "== $p: in-use heap, top 25"
 		go tool pprof -sample_index=inuse_space -top -nodecount 25 "$PROFILE_DIR/$p.heap" 2>/dev/null | sed -n '1,32p'
+		grep -E '^# (HeapAlloc|HeapSys|HeapIdle|HeapInuse|HeapReleased|Stack|Sys|NextGC|GCSys|OtherSys) ' "$PROFILE_DIR/$p.heap.txt" || true
 	done
 fi
