@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -62,6 +63,8 @@ func BenchmarkFootprint(b *testing.B) {
 			saveHeap(b, c.Infra.Path(), filepath.Join(profiles, "server"))
 			saveHeap(b, n.NS.Path(), filepath.Join(profiles, "agent"))
 		}
+		r.steps = append(startupSteps(filepath.Join(c.Dir, "server", "logs", "server.log"), "server"),
+			startupSteps(filepath.Join(c.Dir, "agents", "logs", "agent-"+n.Name+".log"), "agent")...)
 		r.print(os.Stdout)
 		b.ReportMetric(float64(r.rss("server")+r.rss("agent")+r.rss("dataplane"))/1e6, "server+agent-MB")
 		b.ReportMetric(float64(r.rss("agent"))/1e6, "agent-MB")
@@ -84,6 +87,31 @@ func serverReady(b *testing.B, c *cluster.Cluster) time.Duration {
 		b.Fatalf("no ready line in the server's output:\n%s", out)
 	}
 	return d
+}
+
+// stepLine is a start-up step as the server and the agent log it.
+var stepLine = regexp.MustCompile(`msg="?(.*?)"? since_start=(\S+)`)
+
+// startupSteps reads the start-up steps a process logged, each with its
+// time since that process started.
+func startupSteps(path, who string) []step {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return []step{{who: who, what: "(no log: " + err.Error() + ")"}}
+	}
+	var steps []step
+	for line := range strings.Lines(string(b)) {
+		m := stepLine.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		d, err := time.ParseDuration(m[2])
+		if err != nil {
+			continue
+		}
+		steps = append(steps, step{who: who, what: m[1], at: d})
+	}
+	return steps
 }
 
 // waitFor polls cond every 100 ms and returns how long it took to hold.

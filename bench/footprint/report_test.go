@@ -22,6 +22,13 @@ type report struct {
 	nodeReady   time.Duration // cluster start → node Ready
 	dns         time.Duration // cluster start → cluster DNS answers
 	ingress     time.Duration // cluster start → ingress proxy answers
+	steps       []step
+}
+
+// step is one start-up step a process logged.
+type step struct {
+	who, what string
+	at        time.Duration // since that process started
 }
 
 // rss is the resident memory of the processes of one role.
@@ -59,4 +66,12 @@ func (r report) print(w io.Writer) {
 	fmt.Fprintf(w, "%-44s %10.1f s\n", "cluster start to node Ready", r.nodeReady.Seconds())
 	fmt.Fprintf(w, "%-44s %10.1f s\n", "cluster start to cluster DNS answering", r.dns.Seconds())
 	fmt.Fprintf(w, "%-44s %10.1f s  < 10 s: %s\n", "cluster start to ingress answering", r.ingress.Seconds(), verdict(r.ingress < goalStartup))
+	fmt.Fprintf(w, "\nstart-up steps (time since each process started)\n")
+	for _, s := range r.steps {
+		what := s.what
+		if len(what) > 90 {
+			what = what[:87] + "..."
+		}
+		fmt.Fprintf(w, "%-7s %8.1f s  %s\n", s.who, s.at.Seconds(), what)
+	}
 }
