@@ -17,7 +17,6 @@ import (
 	"github.com/skiffnet/skiff/agent/join"
 	"github.com/skiffnet/skiff/agent/kubelet"
 	"github.com/skiffnet/skiff/controlplane/pki"
-	"github.com/skiffnet/skiff/footprint"
 )
 
 // Agent is one node's agent.
@@ -83,9 +82,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	a.progress("node %s registered; running", c.NodeName)
-	if err := footprint.ReleaseStartup(); err != nil {
-		c.Logger.Warn("releasing start-up memory", "err", err)
-	}
+	go a.releaseWhenReady(ctx, client)
 	select {
 	case <-ctx.Done():
 		return nil

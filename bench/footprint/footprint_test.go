@@ -62,6 +62,7 @@ func BenchmarkFootprint(b *testing.B) {
 		if profiles != "" {
 			saveHeap(b, c.Infra.Path(), filepath.Join(profiles, "server"))
 			saveHeap(b, n.NS.Path(), filepath.Join(profiles, "agent"))
+			keepLogs(b, profiles, filepath.Join(c.Dir, "server", "logs"), filepath.Join(c.Dir, "agents", "logs"))
 		}
 		r.steps = append(startupSteps(filepath.Join(c.Dir, "server", "logs", "server.log"), "server"),
 			startupSteps(filepath.Join(c.Dir, "agents", "logs", "agent-"+n.Name+".log"), "agent")...)
@@ -165,6 +166,23 @@ func saveHeap(b *testing.B, ns, prefix string) {
 		resp.Body.Close()
 		if err != nil {
 			b.Fatalf("save %s: %v", path, err)
+		}
+	}
+}
+
+// keepLogs copies the logs in dirs to dst: the cluster's directory is
+// removed when the run ends.
+func keepLogs(b *testing.B, dst string, dirs ...string) {
+	for _, dir := range dirs {
+		logs, _ := filepath.Glob(filepath.Join(dir, "*.log"))
+		for _, l := range logs {
+			data, err := os.ReadFile(l)
+			if err == nil {
+				err = os.WriteFile(filepath.Join(dst, filepath.Base(l)), data, 0o644)
+			}
+			if err != nil {
+				b.Fatalf("keep %s: %v", l, err)
+			}
 		}
 	}
 }
