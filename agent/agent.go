@@ -23,6 +23,7 @@ import (
 type Agent struct {
 	cfg     Config
 	metrics *prometheus.Registry // the data plane's metrics, served on MetricsAddr
+	start   time.Time
 }
 
 // New checks cfg.
@@ -31,7 +32,7 @@ func New(cfg Config) (*Agent, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Agent{cfg: cfg}, nil
+	return &Agent{cfg: cfg, start: time.Now()}, nil
 }
 
 // SetLogger sets where structured logs go; call it before Run.
@@ -81,6 +82,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	a.progress("node %s registered; running", c.NodeName)
+	go a.releaseWhenReady(ctx, client)
 	select {
 	case <-ctx.Done():
 		return nil
@@ -153,7 +155,11 @@ func (a *Agent) waitForNodeClient(ctx context.Context, kubeconfig string, done <
 }
 
 func (a *Agent) progress(format string, args ...any) {
-	fmt.Fprintf(a.cfg.Out, "skiff agent: "+format+"\n", args...)
+	msg := fmt.Sprintf(format, args...)
+	fmt.Fprintln(a.cfg.Out, "skiff agent: "+msg)
+	// The log gets each step with the time since start, to show where
+	// start-up time goes.
+	a.cfg.Logger.Info(msg, "since_start", time.Since(a.start).Round(time.Millisecond))
 }
 
 func component(name string, err error) error {

@@ -2,11 +2,13 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/skiffnet/skiff/agent/containerd"
 )
@@ -38,10 +40,17 @@ func (a *Agent) importImages(ctx context.Context, endpoint string) error {
 	}
 	a.progress("importing %d images into containerd", len(files))
 	sock := strings.TrimPrefix(endpoint, "unix://")
-	for _, f := range files {
-		if _, err := containerd.Import(ctx, sock, f); err != nil {
-			return fmt.Errorf("import image archive %s: %w", f, err)
-		}
+	// Concurrently: each import is a ctr process of its own, and the
+	// kubelet, which waits for them, is on the node's start-up path.
+	errs := make([]error, len(files))
+	var wg sync.WaitGroup
+	for i, f := range files {
+		wg.Go(func() {
+			if _, err := containerd.Import(ctx, sock, f); err != nil {
+				errs[i] = fmt.Errorf("import image archive %s: %w", f, err)
+			}
+		})
 	}
-	return nil
+	wg.Wait()
+	return errors.Join(errs...)
 }

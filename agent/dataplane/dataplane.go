@@ -34,6 +34,7 @@ import (
 	"github.com/skiffnet/skiff/dns/records"
 	dnsserver "github.com/skiffnet/skiff/dns/server"
 	"github.com/skiffnet/skiff/dns/watch"
+	"github.com/skiffnet/skiff/footprint"
 	"github.com/skiffnet/skiff/ingress"
 )
 
@@ -183,6 +184,9 @@ func Run(ctx context.Context, cfg Config) error {
 		log.Error("the agent cannot reach this data plane", "err", err)
 	}
 	log.Info("serving", "dns", cfg.DNSAddr(), "http", cfg.IngressHTTP, "https", cfg.IngressHTTPS)
+	if err := footprint.ReleaseStartup(); err != nil {
+		log.Warn("releasing start-up memory", "err", err)
+	}
 	var first error
 	for range 2 {
 		if err := <-errc; err != nil && first == nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/skiffnet/skiff/agent"
 	"github.com/skiffnet/skiff/controlplane/server"
 	"github.com/skiffnet/skiff/loadbalancer/announce"
+	"github.com/skiffnet/skiff/profiling"
 	"github.com/skiffnet/skiff/proxy"
 	"github.com/skiffnet/skiff/proxy/lbmap"
 )
@@ -20,6 +21,7 @@ func newAgentCommand() *cobra.Command {
 	var cfg agent.Config
 	var debug bool
 	var verbosity int
+	var profileAddr string
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run a node: join the cluster, run pods through containerd, run the data plane",
@@ -42,6 +44,9 @@ eBPF service load balancing, cluster DNS and ingress proxy.`,
 				return err
 			}
 			a.SetLogger(logger)
+			if _, err := profiling.Serve(cmd.Context(), profileAddr, logger); err != nil {
+				return err
+			}
 			return a.Run(cmd.Context())
 		},
 	}
@@ -63,6 +68,7 @@ eBPF service load balancing, cluster DNS and ingress proxy.`,
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "where to serve Prometheus metrics (default NODE_IP:10249)")
 	f.BoolVar(&debug, "debug", false, "print the kubelet's logs to stderr instead of DATA/logs")
 	f.IntVarP(&verbosity, "v", "v", 0, "log verbosity of the kubelet")
+	profileFlag(f, &profileAddr)
 	cmd.AddCommand(newServicesCommand(), newPolicyCommand(), newFlowsCommand())
 	return cmd
 }

@@ -43,3 +43,26 @@ func TestEnsure(t *testing.T) {
 		}
 	}
 }
+
+// TestEnsureMany: every CRD of a bundle is created, though they go in
+// concurrently.
+func TestEnsureMany(t *testing.T) {
+	ctx := context.Background()
+	ext := fake.NewSimpleClientset()
+	var want []*apiextensionsv1.CustomResourceDefinition
+	for _, name := range []string{"as.example.com", "bs.example.com", "cs.example.com"} {
+		c := crd("1", "example.com")
+		c.Name = name
+		want = append(want, c)
+	}
+	if err := Ensure(ctx, ext, "v", want...); err != nil {
+		t.Fatal(err)
+	}
+	list, err := ext.ApiextensionsV1().CustomResourceDefinitions().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Items) != len(want) {
+		t.Fatalf("%d CRDs after Ensure, want %d", len(list.Items), len(want))
+	}
+}

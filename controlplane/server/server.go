@@ -22,6 +22,7 @@ import (
 	"github.com/skiffnet/skiff/controlplane/etcd"
 	"github.com/skiffnet/skiff/controlplane/localpath"
 	"github.com/skiffnet/skiff/controlplane/pki"
+	"github.com/skiffnet/skiff/footprint"
 	lbcontroller "github.com/skiffnet/skiff/loadbalancer/controller"
 )
 
@@ -93,6 +94,15 @@ func (s *Server) Run(ctx context.Context, ready chan<- struct{}) error {
 	if err := waitReady(ctx, client, done); err != nil {
 		return err
 	}
+	// The controller manager and the scheduler need nothing the steps
+	// below create, and the node's TLS bootstrap and PodCIDR wait on the
+	// controller manager: start them while the cluster objects go in.
+	s.progress("starting kube-controller-manager and kube-scheduler")
+	go func() {
+		done <- component("kube-controller-manager", components.RunControllerManager(ctx, s.controllerManagerArgs()))
+	}()
+	go func() { done <- component("kube-scheduler", components.RunScheduler(ctx, s.schedulerArgs())) }()
+
 	s.progress("creating cluster objects (kube-dns Service, node bootstrap RBAC and token)")
 	if err := bootstrap.Apply(ctx, client, bootstrap.Config{
 		ClusterDNS: s.cfg.ClusterDNS, Token: s.token,
@@ -107,18 +117,15 @@ func (s *Server) Run(ctx context.Context, ready chan<- struct{}) error {
 	if err := bootstrap.Ingress(ctx, rc); err != nil {
 		return err
 	}
-	s.progress("starting kube-controller-manager and kube-scheduler")
-	go func() {
-		done <- component("kube-controller-manager", components.RunControllerManager(ctx, s.controllerManagerArgs()))
-	}()
-	go func() { done <- component("kube-scheduler", components.RunScheduler(ctx, s.schedulerArgs())) }()
-
 	if err := s.runControllers(ctx, client, done); err != nil {
 		return err
 	}
 	s.progress("ready in %.1fs; kubeconfig: %s (try: skiff kubectl get nodes)", time.Since(s.start).Seconds(), s.AdminKubeconfig())
 	if ready != nil {
 		close(ready)
+	}
+	if err := footprint.ReleaseStartup(); err != nil {
+		s.cfg.Logger.Warn("releasing start-up memory", "err", err)
 	}
 	select {
 	case <-ctx.Done():
@@ -178,7 +185,11 @@ func (s *Server) adminClient() (*kubernetes.Clientset, error) {
 }
 
 func (s *Server) progress(format string, args ...any) {
-	fmt.Fprintf(s.cfg.Out, "skiff server: "+format+"\n", args...)
+	msg := fmt.Sprintf(format, args...)
+	fmt.Fprintln(s.cfg.Out, "skiff server: "+msg)
+	// The log gets each step with the time since start, to show where
+	// start-up time goes.
+	s.cfg.Logger.Info(msg, "since_start", time.Since(s.start).Round(time.Millisecond))
 }
 
 // waitReady polls /readyz until the API server answers ok or fails.

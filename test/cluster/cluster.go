@@ -35,6 +35,9 @@ type Options struct {
 	// nodes' and the client's): one node answers ARP for each Gateway
 	// address, so the client needs no route, as on a user's flat network.
 	GatewayCIDR string
+	// ServerArgs and AgentArgs are appended to every server's and agent's
+	// command line (bench/footprint turns on --profile-addr with them).
+	ServerArgs, AgentArgs []string
 }
 
 // Cluster is a running test cluster.
@@ -86,6 +89,7 @@ func (c *Cluster) startServer() {
 	if c.opts.GatewayCIDR != "" {
 		args = append(args, "--gateway-cidr", c.opts.GatewayCIDR)
 	}
+	args = append(args, c.opts.ServerArgs...)
 	logName := "server.out"
 	if c.serverStarts > 0 {
 		logName = fmt.Sprintf("server-%d.out", c.serverStarts+1)
@@ -213,11 +217,12 @@ func (n *Node) StartAgent() {
 // upgrade).
 func (n *Node) StartAgentBinary(bin string) {
 	n.c.t.Helper()
-	n.Run(bin, "agent",
+	args := []string{"agent",
 		"--server", n.c.ServerURL(), "--token", n.c.Token(), "--node-name", n.Name, "--node-ip", n.IP,
 		"--data-dir", filepath.Join(n.c.Dir, "agents"), "--pod-network", n.c.opts.PodNetwork,
-		"--insecure-registry", Registry, "--lb-cgroup", "/skiff-"+n.Name,
-		"--container-runtime-endpoint", "unix://"+filepath.Join(n.c.Dir, "agents", n.Name, "containerd", "containerd.sock"))
+		"--insecure-registry", Registry, "--lb-cgroup", "/skiff-" + n.Name,
+		"--container-runtime-endpoint", "unix://" + filepath.Join(n.c.Dir, "agents", n.Name, "containerd", "containerd.sock")}
+	n.Run(bin, append(args, n.c.opts.AgentArgs...)...)
 }
 
 // Run starts the node's agent as the given command line (the test of
