@@ -24,9 +24,7 @@ func (a *Agent) releaseWhenReady(ctx context.Context, client kubernetes.Interfac
 	if err != nil {
 		return // the agent is stopping
 	}
-	if err := footprint.ReleaseStartup(); err != nil {
-		a.cfg.Logger.Warn("releasing start-up memory", "err", err)
-	}
+	footprint.ReleaseStartup()
 }
 
 func nodeReady(n *corev1.Node) bool {

@@ -33,7 +33,4 @@ func SetGCPercent(percent int) {
 // that lowers RSS further: those pages stay in the page cache, one copy
 // shared by every skiff process, so dropping them from each process's
 // page tables changes what RSS reports, not what the machine has free.
-func ReleaseStartup() error {
-	debug.FreeOSMemory()
-	return nil
-}
+func ReleaseStartup() { debug.FreeOSMemory() }

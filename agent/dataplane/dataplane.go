@@ -184,9 +184,7 @@ func Run(ctx context.Context, cfg Config) error {
 		log.Error("the agent cannot reach this data plane", "err", err)
 	}
 	log.Info("serving", "dns", cfg.DNSAddr(), "http", cfg.IngressHTTP, "https", cfg.IngressHTTPS)
-	if err := footprint.ReleaseStartup(); err != nil {
-		log.Warn("releasing start-up memory", "err", err)
-	}
+	footprint.ReleaseStartup()
 	var first error
 	for range 2 {
 		if err := <-errc; err != nil && first == nil {

@@ -124,9 +124,7 @@ func (s *Server) Run(ctx context.Context, ready chan<- struct{}) error {
 	if ready != nil {
 		close(ready)
 	}
-	if err := footprint.ReleaseStartup(); err != nil {
-		s.cfg.Logger.Warn("releasing start-up memory", "err", err)
-	}
+	footprint.ReleaseStartup()
 	select {
 	case <-ctx.Done():
 		return nil
