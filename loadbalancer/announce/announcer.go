@@ -213,7 +213,8 @@ func (a *Announcer) desired() (map[netip.Addr]bool, error) {
 }
 
 // lead is the elector's callback.
-func (a *Announcer) lead(addr netip.Addr, leading bool) {
+func (a *Announcer) lead(addr netip.Addr, held *fence) {
+	leading := held != nil
 	a.mu.Lock()
 	changed := a.announced[addr] != leading
 	if leading {
@@ -224,7 +225,7 @@ func (a *Announcer) lead(addr netip.Addr, leading bool) {
 	n := len(a.announced)
 	list := Sorted(a.announced)
 	a.mu.Unlock()
-	a.resp.set(addr, leading)
+	a.resp.set(addr, held)
 	if !changed {
 		return
 	}

@@ -27,7 +27,7 @@ type responder struct {
 	replied func()
 
 	mu      sync.Mutex
-	leading map[netip.Addr]bool
+	leading map[netip.Addr]*fence
 }
 
 func newResponder(iface string, log *slog.Logger) (*responder, error) {
@@ -39,29 +39,33 @@ func newResponder(iface string, log *slog.Logger) (*responder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ARP responder: raw socket on %s (needs CAP_NET_RAW and an IPv4 address on it): %w", iface, err)
 	}
-	return &responder{ifi: ifi, client: c, log: log, replied: func() {}, leading: map[netip.Addr]bool{}}, nil
+	return &responder{ifi: ifi, client: c, log: log, replied: func() {}, leading: map[netip.Addr]*fence{}}, nil
 }
 
-// set starts or stops answering for addr; taking over sends gratuitous
-// ARP, so clients and switches move to this node without asking.
-func (r *responder) set(addr netip.Addr, lead bool) {
+// set starts answering for addr while held says this node's hold is
+// exclusive, or stops (held nil); taking over sends gratuitous ARP, so
+// clients and switches move to this node without asking.
+func (r *responder) set(addr netip.Addr, held *fence) {
 	r.mu.Lock()
-	was := r.leading[addr]
-	if lead {
-		r.leading[addr] = true
+	was := r.leading[addr] != nil
+	if held != nil {
+		r.leading[addr] = held
 	} else {
 		delete(r.leading, addr)
 	}
 	r.mu.Unlock()
-	if lead && !was {
+	if held != nil && !was {
 		go r.gratuitous(addr)
 	}
 }
 
+// leads: elected, and the Lease's last renewal recent enough that no
+// other node can have taken it over.
 func (r *responder) leads(addr netip.Addr) bool {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.leading[addr]
+	f := r.leading[addr]
+	r.mu.Unlock()
+	return f != nil && f.held()
 }
 
 // gratuitous announces addr a few times, in case one frame is lost: as a

@@ -43,8 +43,9 @@ type elector struct {
 	node      string
 	timing    Timing
 	log       *slog.Logger
-	// lead is told when this node starts (true) or stops leading addr.
-	lead func(addr netip.Addr, leading bool)
+	// lead is told when this node starts leading addr (with the fence
+	// that says how long its hold is exclusive) and when it stops (nil).
+	lead func(addr netip.Addr, held *fence)
 
 	mu      sync.Mutex
 	running map[netip.Addr]*campaign
@@ -116,19 +117,20 @@ func (e *elector) campaign(ctx context.Context, addr netip.Addr) {
 		// which may run after Run returned; a term that is over ignores it,
 		// so a node never answers for a Lease it no longer holds.
 		var t term
+		f := &fence{}
 		le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
-			Lock: &resourcelock.LeaseLock{
+			Lock: &fencedLock{Interface: &resourcelock.LeaseLock{
 				LeaseMeta:  metav1.ObjectMeta{Namespace: e.namespace, Name: LeaseName(addr)},
 				Client:     e.client.CoordinationV1(),
 				LockConfig: resourcelock.ResourceLockConfig{Identity: e.node},
-			},
+			}, fence: f},
 			LeaseDuration:   e.timing.LeaseDuration,
 			RenewDeadline:   e.timing.RenewDeadline,
 			RetryPeriod:     e.timing.RetryPeriod,
 			ReleaseOnCancel: true,
 			Name:            addr.String(),
 			Callbacks: leaderelection.LeaderCallbacks{
-				OnStartedLeading: func(context.Context) { t.start(func() { e.lead(addr, true) }) },
+				OnStartedLeading: func(context.Context) { t.start(func() { e.lead(addr, f) }) },
 				OnStoppedLeading: func() {},
 			},
 		})
@@ -137,7 +139,7 @@ func (e *elector) campaign(ctx context.Context, addr netip.Addr) {
 			return
 		}
 		le.Run(ctx)
-		t.end(func() { e.lead(addr, false) })
+		t.end(func() { e.lead(addr, nil) })
 		select {
 		case <-ctx.Done():
 		case <-time.After(e.timing.RetryPeriod):

@@ -33,10 +33,10 @@ func TestElection(t *testing.T) {
 	defer cancel()
 	for _, n := range []string{"n1", "n2", "n3"} {
 		electors[n] = &elector{client: client, namespace: "kube-system", node: n, timing: timing,
-			log: slog.New(slog.DiscardHandler), lead: func(_ netip.Addr, l bool) {
+			log: slog.New(slog.DiscardHandler), lead: func(_ netip.Addr, held *fence) {
 				mu.Lock()
 				defer mu.Unlock()
-				if l {
+				if held != nil {
 					leaders[n] = true
 				} else {
 					delete(leaders, n)
