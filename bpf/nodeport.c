@@ -40,6 +40,7 @@
 char __license[] SEC("license") = "Dual MIT/GPL";
 
 #define AF_INET 2
+#define PACKET_HOST 0 /* linux/if_packet.h */
 
 /* lb4_ct key direction: where the packet is looked up. */
 #define CT_INGRESS 0
@@ -501,6 +502,12 @@ int skiff_nodeport_ingress(struct __sk_buff *ctx)
 	struct ct4_val *ct;
 	__u64 now;
 
+	/* A frame for another host's MAC reaches this device when a switch
+	 * floods it (an unknown destination, a promiscuous port). The kernel
+	 * would drop it in ip_rcv; serving it instead would answer for an
+	 * address another node announces, behind that node's back. */
+	if (ctx->pkt_type != PACKET_HOST)
+		return TC_ACT_UNSPEC;
 	if (parse(ctx, &p))
 		return TC_ACT_UNSPEC;
 	key.saddr = p.saddr;

@@ -54,6 +54,9 @@ func newTCNode(t *testing.T) *tcNode {
 	bpftest.Sysctl(t, ns, "net.ipv4.ip_forward=1")
 	for _, args := range [][]string{
 		{"link", "add", "ext0", "type", "veth", "peer", "name", "ext0p"},
+		// The test run classifies frames against the device's MAC
+		// (eth_type_trans), as a real receive does.
+		{"link", "set", "ext0", "address", net.HardwareAddr(macNode[:]).String()},
 		{"addr", "add", "192.0.2.1/24", "dev", "ext0"},
 		{"link", "set", "ext0", "up"},
 		{"link", "set", "ext0p", "up"},
@@ -324,6 +327,30 @@ func TestNodePortLeavesOtherTrafficAlone(t *testing.T) {
 		if f := parsePacket(t, out); ret != actUnspec || f.Src != p.Src || f.Dst != p.Dst {
 			t.Errorf("%s: ret %d, %s; want TC_ACT_UNSPEC and no change", p, int32(ret), f)
 		}
+	}
+}
+
+// A frame flooded to this node for another host's MAC (the bridge lost
+// track of a dead node's port) is not this node's to serve: answering
+// it would answer for an address another node announces.
+func TestNodePortIgnoresFramesForOtherHosts(t *testing.T) {
+	n := newTCNode(t)
+	n.frontend(t, nodePort, unix.IPPROTO_TCP, 0, localPod)
+	n.frontend(t, externalIP, unix.IPPROTO_TCP, 0, remotePod)
+	for _, fe := range []netip.AddrPort{nodePort, externalIP} {
+		p := syn(client, fe)
+		p.OtherHost = true
+		ret, out := n.run(t, n.np.Ingress, p)
+		if f := parsePacket(t, out); ret != actUnspec || f.Dst != fe {
+			t.Errorf("SYN to %s in a frame for %x: ret %d, %s; want TC_ACT_UNSPEC and no change", fe, macOther, int32(ret), f)
+		}
+	}
+	if s := n.stats(t); s != [8]uint64{} {
+		t.Errorf("stats %v after frames for another host, want none counted", s)
+	}
+	// The same SYN for this node's MAC is served.
+	if ret, _ := n.run(t, n.np.Ingress, syn(client, nodePort)); ret != actOK {
+		t.Errorf("SYN for this node's MAC: ret %d, want TC_ACT_OK", int32(ret))
 	}
 }
 

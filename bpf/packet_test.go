@@ -17,6 +17,9 @@ type packet struct {
 	Seq, Ack uint32
 	Payload  []byte
 	NoCsum   bool // UDP without checksum
+	// OtherHost addresses the frame to another host's MAC, as a switch
+	// that floods it delivers it.
+	OtherHost bool
 }
 
 const (
@@ -29,6 +32,7 @@ const (
 var (
 	macNode   = [6]byte{0x02, 0, 0, 0, 0, 0x01}
 	macClient = [6]byte{0x02, 0, 0, 0, 0, 0x02}
+	macOther  = [6]byte{0x02, 0, 0, 0, 0, 0x03}
 )
 
 func csumAdd(sum uint32, b []byte) uint32 {
@@ -88,6 +92,9 @@ func (p packet) bytes() []byte {
 	}
 	b := make([]byte, 14+20, 14+20+len(l4))
 	copy(b[0:], macNode[:])
+	if p.OtherHost {
+		copy(b[0:], macOther[:])
+	}
 	copy(b[6:], macClient[:])
 	binary.BigEndian.PutUint16(b[12:], unix.ETH_P_IP)
 	ip := b[14:]
