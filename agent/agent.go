@@ -117,7 +117,13 @@ func (a *Agent) credentials(ctx context.Context) (kubelet.Config, error) {
 		return kc, err
 	}
 	a.progress("fetching the cluster CA from %s", c.Server)
-	caPEM, err := join.FetchCA(ctx, c.Server, tok)
+	var last time.Time
+	caPEM, err := join.WaitForCA(ctx, c.Server, tok, 2*time.Second, func(err error) {
+		if time.Since(last) > 30*time.Second {
+			a.progress("%v; trying again every 2s", err)
+			last = time.Now()
+		}
+	})
 	if err != nil {
 		return kc, err
 	}

@@ -36,7 +36,7 @@ func FetchCA(ctx context.Context, server string, token pki.JoinToken) ([]byte, e
 	}, NetDialer: &net.Dialer{Timeout: 10 * time.Second}}
 	conn, err := d.DialContext(ctx, "tcp", host)
 	if err != nil {
-		return nil, fmt.Errorf("reach server %s: %w (is `skiff server` running and --server right?)", host, err)
+		return nil, &UnreachableError{Host: host, Err: err}
 	}
 	defer conn.Close()
 	chain := conn.(*tls.Conn).ConnectionState().PeerCertificates
@@ -50,6 +50,41 @@ func FetchCA(ctx context.Context, server string, token pki.JoinToken) ([]byte, e
 	}
 	return nil, errors.New("the server's CA does not match the join token: the token is from another cluster, or someone is in between; copy DATA/token from the server again")
 }
+
+// WaitForCA is FetchCA retried every interval while the server cannot be
+// reached, as a node that boots before its server, or whose link has just
+// come up (its first ARP requests lost), must; the kubelet retries the
+// same way. report hears each failed attempt. A server that answers with
+// the wrong CA is an error at once.
+func WaitForCA(ctx context.Context, server string, token pki.JoinToken, interval time.Duration, report func(error)) ([]byte, error) {
+	for {
+		caPEM, err := FetchCA(ctx, server, token)
+		var unreachable *UnreachableError
+		if err == nil || !errors.As(err, &unreachable) {
+			return caPEM, err
+		}
+		report(err)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: %w", err, ctx.Err())
+		case <-time.After(interval):
+		}
+	}
+}
+
+// UnreachableError is a server that could not be reached at all: worth
+// retrying (the server may still be starting, the node's link may just
+// have come up), unlike a server that answers with the wrong CA.
+type UnreachableError struct {
+	Host string
+	Err  error
+}
+
+func (e *UnreachableError) Error() string {
+	return fmt.Sprintf("reach server %s: %v (is `skiff server` running and --server right?)", e.Host, e.Err)
+}
+
+func (e *UnreachableError) Unwrap() error { return e.Err }
 
 func verifyLeaf(leaf, ca *x509.Certificate) error {
 	pool := x509.NewCertPool()

@@ -49,19 +49,20 @@ func BenchmarkLBFailover(b *testing.B) {
 	}
 	c := cluster.Start(b, cluster.Options{Nodes: 3, WaitReady: true})
 	setup(b, c)
-	var crash, graceful []time.Duration
+	var crash, graceful, takeover []time.Duration
 	lost, held := 0, 0
 	for b.Loop() {
 		for round := range rounds {
-			d, l, h := trial(b, c, false)
-			crash = append(crash, d)
-			lost, held = lost+l, held+h
-			b.Logf("crash %d: %v, %d of %d connections lost", round+1, d, l, h)
+			r := trial(b, c, false)
+			crash, takeover = append(crash, r.took), append(takeover, r.takeover)
+			lost, held = lost+r.lost, held+r.held
+			b.Logf("crash %d at %s: %v (Lease taken after %v), %d of %d connections lost",
+				round+1, r.at.Format("15:04:05.000"), r.took, r.takeover, r.lost, r.held)
 		}
 		for round := range max(rounds/4, 5) {
-			d, _, _ := trial(b, c, true)
-			graceful = append(graceful, d)
-			b.Logf("graceful %d: %v", round+1, d)
+			r := trial(b, c, true)
+			graceful = append(graceful, r.took)
+			b.Logf("graceful %d at %s: %v", round+1, r.at.Format("15:04:05.000"), r.took)
 		}
 	}
 	b.StopTimer()
@@ -73,6 +74,7 @@ func BenchmarkLBFailover(b *testing.B) {
 			float64(pct(d, 50))/float64(max(pct(graceful, 50), time.Millisecond)))
 	}
 	row("agent killed + link cut (crash)", crash)
+	row("  until another node took the Lease", takeover)
 	row("agent stopped, Leases released (peer)", graceful)
 	fmt.Printf("connections established through the dead node: %d of %d lost\n", lost, held)
 }
@@ -96,9 +98,17 @@ func setup(b *testing.B, c *cluster.Cluster) {
 	}
 }
 
-// trial takes the holder of vip down and returns how long until a new
-// request succeeded, and how many held connections were lost.
-func trial(b *testing.B, c *cluster.Cluster, graceful bool) (time.Duration, int, int) {
+// result is one trial: when the holder went down, how long until a new
+// request succeeded and until another node took the Lease (its
+// acquireTime), and how many held connections were lost.
+type result struct {
+	at             time.Time
+	took, takeover time.Duration
+	lost, held     int
+}
+
+// trial takes the holder of vip down and measures the failover.
+func trial(b *testing.B, c *cluster.Cluster, graceful bool) result {
 	b.Helper()
 	holder := waitServing(b, c)
 	// The client's neighbour entry must come from an ARP reply now, so it
@@ -130,6 +140,7 @@ func trial(b *testing.B, c *cluster.Cluster, graceful bool) (time.Duration, int,
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	takeover := leaseTaken(b, c, holder, t0)
 	lost := 0
 	for _, tr := range held {
 		if get(c, tr, 2*time.Second) != nil {
@@ -142,7 +153,25 @@ func trial(b *testing.B, c *cluster.Cluster, graceful bool) (time.Duration, int,
 	}
 	holder.StartAgent()
 	waitAgent(b, c, holder)
-	return took, lost, len(held)
+	return result{at: t0, took: took, takeover: takeover, lost: lost, held: len(held)}
+}
+
+// leaseTaken is how long after t0 another node than dead acquired the
+// address's Lease (the API server and the nodes share this machine's
+// clock).
+func leaseTaken(b *testing.B, c *cluster.Cluster, dead *cluster.Node, t0 time.Time) time.Duration {
+	b.Helper()
+	name := announce.LeaseName(netip.MustParseAddr(vip))
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		l, err := c.Client().CoordinationV1().Leases("kube-system").Get(context.Background(), name, metav1.GetOptions{})
+		if err == nil && l.Spec.HolderIdentity != nil && *l.Spec.HolderIdentity != dead.Name && l.Spec.AcquireTime != nil {
+			return l.Spec.AcquireTime.Sub(t0)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	b.Fatalf("no other node than %s took the Lease of %s", dead.Name, vip)
+	return 0
 }
 
 // waitServing waits until the address answers and a live node holds its
