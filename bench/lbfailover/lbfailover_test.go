@@ -6,7 +6,10 @@
 // Connections established through the dead node before it died are tried
 // again and counted as lost when they fail. Between trials the node comes
 // back (link up, agent restarted). ROUNDS sets the number of trials
-// (default 20).
+// (default 20); ETP the Service's externalTrafficPolicy (default Local,
+// see etp). Each trial also reports when another node took the Lease
+// (its acquireTime), which splits the failover into the election and the
+// rest (gratuitous ARP, the client's next attempt).
 //
 // The peer in the same run is a graceful handover: the holder's agent is
 // stopped with SIGTERM, releasing its Leases, which is the floor a crash
@@ -16,9 +19,11 @@
 package lbfailover
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -29,9 +34,11 @@ import (
 	"testing"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
 
 	"github.com/skiffnet/skiff/loadbalancer/announce"
 	"github.com/skiffnet/skiff/test/cluster"
@@ -41,6 +48,19 @@ const (
 	vip   = "172.30.0.200"
 	conns = 8 // connections held open through the address in each trial
 )
+
+// etp is the Service's externalTrafficPolicy (ETP, default Local). With
+// Local every node serves the address from its own echo pod (one runs on
+// each node), so a trial times the announcement's failover alone. With
+// Cluster the new holder also sends a share of new connections to the
+// dead node's pod, which stays an endpoint until the node is declared
+// lost, as under kube-proxy: each such attempt costs the client a timeout.
+func etp() corev1.ServiceExternalTrafficPolicy {
+	if os.Getenv("ETP") == "Cluster" {
+		return corev1.ServiceExternalTrafficPolicyCluster
+	}
+	return corev1.ServiceExternalTrafficPolicyLocal
+}
 
 func BenchmarkLBFailover(b *testing.B) {
 	rounds := 20
@@ -67,7 +87,7 @@ func BenchmarkLBFailover(b *testing.B) {
 	}
 	b.StopTimer()
 	fmt.Printf("\nLoadBalancer address failover: announcing node dies -> first new request from the L2 client succeeds\n")
-	fmt.Printf("lease settings: %s\n", announce.DefaultTiming)
+	fmt.Printf("lease settings: %s; externalTrafficPolicy %s\n", announce.DefaultTiming, etp())
 	fmt.Printf("%-40s %8s %10s %10s %10s %12s\n", "how the holder goes", "trials", "p50", "p99", "max", "p50 ratio")
 	row := func(name string, d []time.Duration) {
 		fmt.Printf("%-40s %8d %10s %10s %10s %11.1fx\n", name, len(d), ms(pct(d, 50)), ms(pct(d, 99)), ms(pct(d, 100)),
@@ -91,7 +111,8 @@ func setup(b *testing.B, c *cluster.Cluster) {
 	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "lb"},
 		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Selector: map[string]string{"app": "echo"},
-			Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromString("http")}}},
+			Ports:                 []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromString("http")}},
+			ExternalTrafficPolicy: etp()},
 	}
 	if _, err := c.Client().CoreV1().Services("default").Create(context.Background(), svc, metav1.CreateOptions{}); err != nil {
 		b.Fatal(err)
@@ -110,18 +131,7 @@ type result struct {
 // trial takes the holder of vip down and measures the failover.
 func trial(b *testing.B, c *cluster.Cluster, graceful bool) result {
 	b.Helper()
-	holder := waitServing(b, c)
-	// The client's neighbour entry must come from an ARP reply now, so it
-	// names the holder: an older entry could point at a node still alive
-	// (every node's tc programs serve the address), and the trial would
-	// measure nothing.
-	if out, err := exec.Command("ip", "-n", string(c.ClientNS), "neigh", "flush", "to", vip).CombinedOutput(); err != nil {
-		b.Fatalf("ip neigh flush %s: %v %s", vip, err, out)
-	}
-	held := openConns(c)
-	if got, want := neighbour(b, c), mac(b, holder); got != want {
-		b.Fatalf("the client reaches %s at %s, but the Lease holder %s is %s: two nodes answer ARP", vip, got, holder.Name, want)
-	}
+	holder, held := prepare(b, c)
 	t0 := time.Now()
 	if graceful {
 		holder.StopAgent()
@@ -142,11 +152,11 @@ func trial(b *testing.B, c *cluster.Cluster, graceful bool) result {
 	}
 	takeover := leaseTaken(b, c, holder, t0)
 	lost := 0
-	for _, tr := range held {
-		if get(c, tr, 2*time.Second) != nil {
+	for _, conn := range held {
+		if exchange(conn, 2*time.Second) != nil {
 			lost++
 		}
-		tr.CloseIdleConnections()
+		conn.Close()
 	}
 	if !graceful {
 		link(b, c, holder, "up")
@@ -174,9 +184,50 @@ func leaseTaken(b *testing.B, c *cluster.Cluster, dead *cluster.Node, t0 time.Ti
 	return 0
 }
 
+// prepare finds the holder, has the client resolve vip afresh and opens
+// the held connections. The client's neighbour entry must come from an
+// ARP reply now, so it names the holder: an older entry could point at a
+// node still alive, and the trial would measure nothing. If the Lease
+// moved meanwhile (a holder starved of CPU for a second loses it; the
+// fence keeps it silent), it starts again.
+func prepare(b *testing.B, c *cluster.Cluster) (*cluster.Node, []net.Conn) {
+	b.Helper()
+	for range 5 {
+		holder, l := waitServing(b, c)
+		if out, err := exec.Command("ip", "-n", string(c.ClientNS), "neigh", "flush", "to", vip).CombinedOutput(); err != nil {
+			b.Fatalf("ip neigh flush %s: %v %s", vip, err, out)
+		}
+		held := openConns(c)
+		got, want := neighbour(b, c), mac(b, holder)
+		if now := lease(b, c); now.Spec.HolderIdentity == nil || *now.Spec.HolderIdentity != holder.Name ||
+			ptr.Deref(now.Spec.LeaseTransitions, 0) != ptr.Deref(l.Spec.LeaseTransitions, 0) {
+			b.Logf("the Lease moved from %s while preparing a trial; again", holder.Name)
+			for _, conn := range held {
+				conn.Close()
+			}
+			continue
+		}
+		if got != want {
+			b.Fatalf("the client reaches %s at %s, but the Lease holder %s is %s throughout: two nodes answer ARP", vip, got, holder.Name, want)
+		}
+		return holder, held
+	}
+	b.Fatalf("the Lease of %s kept moving", vip)
+	return nil, nil
+}
+
+func lease(b *testing.B, c *cluster.Cluster) *coordinationv1.Lease {
+	b.Helper()
+	l, err := c.Client().CoordinationV1().Leases("kube-system").Get(context.Background(), announce.LeaseName(netip.MustParseAddr(vip)), metav1.GetOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return l
+}
+
 // waitServing waits until the address answers and a live node holds its
-// Lease, and returns that node.
-func waitServing(b *testing.B, c *cluster.Cluster) *cluster.Node {
+// Lease, and returns that node and the Lease.
+func waitServing(b *testing.B, c *cluster.Cluster) (*cluster.Node, *coordinationv1.Lease) {
 	b.Helper()
 	name := announce.LeaseName(netip.MustParseAddr(vip))
 	deadline := time.Now().Add(2 * time.Minute)
@@ -185,27 +236,56 @@ func waitServing(b *testing.B, c *cluster.Cluster) *cluster.Node {
 		if err == nil && l.Spec.HolderIdentity != nil {
 			for _, n := range c.Nodes {
 				if n.Name == *l.Spec.HolderIdentity && get(c, http.DefaultTransport.(*http.Transport).Clone(), time.Second) == nil {
-					return n
+					return n, l
 				}
 			}
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
 	b.Fatalf("%s not served, or its Lease not held, within 2 minutes", vip)
-	return nil
+	return nil, nil
 }
 
-// openConns opens keep-alive connections through the address, one per
-// transport, each with one request answered.
-func openConns(c *cluster.Cluster) []*http.Transport {
-	var out []*http.Transport
+// openConns opens keep-alive connections through the address, each
+// with one request answered. They are plain TCP connections, so that a
+// request on a dead one fails instead of being retried on a new
+// connection, as net/http does for a GET on a reused connection.
+func openConns(c *cluster.Cluster) []net.Conn {
+	var out []net.Conn
 	for range conns {
-		tr := &http.Transport{DialContext: cluster.DialerIn(c.ClientNS.Path()), MaxIdleConnsPerHost: 1}
-		if get(c, tr, time.Second) == nil {
-			out = append(out, tr)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		conn, err := cluster.DialerIn(c.ClientNS.Path())(ctx, "tcp", vip+":80")
+		cancel()
+		if err != nil {
+			continue
 		}
+		if exchange(conn, time.Second) != nil {
+			conn.Close()
+			continue
+		}
+		out = append(out, conn)
 	}
 	return out
+}
+
+// exchange sends one GET on conn and reads its answer.
+func exchange(conn net.Conn, timeout time.Duration) error {
+	conn.SetDeadline(time.Now().Add(timeout))
+	if _, err := io.WriteString(conn, "GET / HTTP/1.1\r\nHost: "+vip+"\r\n\r\n"); err != nil {
+		return err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("status %s", resp.Status)
+	}
+	return nil
 }
 
 func get(c *cluster.Cluster, tr *http.Transport, timeout time.Duration) error {
@@ -255,17 +335,33 @@ func link(b *testing.B, c *cluster.Cluster, n *cluster.Node, state string) {
 }
 
 // waitAgent waits until the restarted agent serves its metrics, which it
-// does once its data plane, the announcer included, has started.
+// does once its data plane, the announcer included, has started, and its
+// node is Ready again; then a few seconds more, so that the next trial
+// does not start while the node is still busy starting (on two shared
+// cores that starves Lease renewals).
 func waitAgent(b *testing.B, c *cluster.Cluster, n *cluster.Node) {
 	b.Helper()
 	deadline := time.Now().Add(2 * time.Minute)
 	for time.Now().Before(deadline) {
-		if out, err := n.Exec("curl", "-sf", "--max-time", "2", "http://"+n.IP+":10249/metrics"); err == nil && strings.Contains(out, "skiff_lb_announced_addresses") {
-			return
+		out, err := n.Exec("curl", "-sf", "--max-time", "2", "http://"+n.IP+":10249/metrics")
+		if err == nil && strings.Contains(out, "skiff_lb_announced_addresses") {
+			if node, err := c.Client().CoreV1().Nodes().Get(context.Background(), n.Name, metav1.GetOptions{}); err == nil && nodeReady(node) {
+				time.Sleep(3 * time.Second)
+				return
+			}
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
 	b.Fatalf("the agent of %s did not come back", n.Name)
+}
+
+func nodeReady(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
 }
 
 func pct(d []time.Duration, p int) time.Duration {
