@@ -239,6 +239,48 @@ func TestEnforcement(t *testing.T) {
 	}
 }
 
+// SCTP is matched like TCP and UDP: by protocol and port, replies
+// through connection tracking. Upstream's [Feature:SCTPConnectivity]
+// Netpol tests cannot run on a kernel without SCTP (this machine's);
+// this test runs the program itself on SCTP packets, which needs no SCTP
+// in the kernel.
+func TestEnforcementSCTP(t *testing.T) {
+	p := loadPolicy(t, bpftest.BPFFS(t))
+	w, err := New(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctp := corev1.ProtocolSCTP
+	pol := &networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "sctp"},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "server"}},
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{
+				From:  []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "client"}}}},
+				Ports: []networkingv1.NetworkPolicyPort{{Protocol: &sctp, Port: &intstr.IntOrString{IntVal: 9100}}},
+			}},
+		},
+	}
+	apply(t, w, state(pol))
+	for _, tc := range []struct {
+		name string
+		prog *ebpf.Program
+		p    pkt
+		want uint32
+	}{
+		{"client to the SCTP port", p.ToPod, pkt{ap(client, 40000), ap(server, 9100), model.ProtoSCTP, 0}, pass},
+		{"server's SCTP reply", p.FromPod, pkt{ap(server, 9100), ap(client, 40000), model.ProtoSCTP, 0}, pass},
+		{"client to another SCTP port", p.ToPod, pkt{ap(client, 40001), ap(server, 9101), model.ProtoSCTP, 0}, drop},
+		{"client to the port over TCP", p.ToPod, pkt{ap(client, 40002), ap(server, 9100), model.ProtoTCP, 0x02}, drop},
+		{"outsider to the SCTP port", p.ToPod, pkt{ap(outsider, 40003), ap(server, 9100), model.ProtoSCTP, 0}, drop},
+	} {
+		if got := run(t, tc.prog, tc.p, false); got != tc.want {
+			t.Errorf("%s: verdict %d, want %d", tc.name, got, tc.want)
+		}
+	}
+}
+
 func count(t *testing.T, m *ebpf.Map) int {
 	t.Helper()
 	n := 0
