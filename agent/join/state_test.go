@@ -5,22 +5,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/skiffnet/skiff/controlplane/pki"
 )
 
 // cluster makes a CA as `skiff server` does and returns its file and token.
 func cluster(t *testing.T, name string) (caFile, token string) {
 	t.Helper()
-	dir := t.TempDir()
-	ca, err := pki.LoadOrCreateAuthority(dir, "ca", name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := pki.LoadOrCreateJoinToken(filepath.Join(dir, "token"), ca.Cert)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ca, tok, _ := authority(t, name)
 	return ca.CertPath, tok.String()
 }
 
