@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -105,4 +106,44 @@ func optimisticLeases(client *fake.Clientset) {
 		l.ResourceVersion = strconv.Itoa(n + 1)
 		return false, nil, nil
 	})
+}
+
+// TestLiveHolderKeepsTheLease runs three candidates for ten addresses
+// with the default timing (a 1 s lease renewed every 200 ms) and 100 ms
+// writes: every holder renews in time, so no other candidate ever tries
+// to take a Lease over. Before the raw record carried the renew time to
+// the microsecond, candidates saw renewals only when the second changed,
+// counted live holders' Leases as expired, and tried (and sometimes
+// managed) to take them over.
+func TestLiveHolderKeepsTheLease(t *testing.T) {
+	client := fake.NewSimpleClientset()
+	optimisticLeases(client)
+	gvr := coordinationv1.SchemeGroupVersion.WithResource("leases")
+	var attempts atomic.Int32
+	client.PrependReactor("update", "leases", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		l := a.(k8stesting.UpdateAction).GetObject().(*coordinationv1.Lease)
+		if old, err := client.Tracker().Get(gvr, l.Namespace, l.Name); err == nil {
+			if h := old.(*coordinationv1.Lease).Spec.HolderIdentity; h != nil && l.Spec.HolderIdentity != nil && *h != "" && *h != *l.Spec.HolderIdentity {
+				attempts.Add(1)
+			}
+		}
+		return false, nil, nil
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	desired := map[netip.Addr]bool{}
+	for i := range 10 {
+		desired[netip.AddrFrom4([4]byte{192, 168, 9, byte(10 + i)})] = true
+	}
+	for _, n := range []string{"n1", "n2", "n3"} {
+		// Writes take 100 ms, as on a busy API server.
+		slow := stallingClient{Interface: client, stalled: &atomic.Bool{}, latency: 100 * time.Millisecond}
+		e := &elector{client: slow, namespace: "kube-system", node: n, timing: DefaultTiming,
+			log: slog.New(slog.DiscardHandler), lead: func(netip.Addr, *fence) {}}
+		e.reconcile(ctx, desired)
+	}
+	time.Sleep(6 * time.Second)
+	if n := attempts.Load(); n != 0 {
+		t.Errorf("%d attempts in 6 s to take over a Lease from its live holder, want none", n)
+	}
 }

@@ -36,7 +36,7 @@ func TestStalledHolderFallsSilent(t *testing.T) {
 	stall := map[string]*atomic.Bool{}
 	for _, n := range []string{"n1", "n2"} {
 		stall[n] = &atomic.Bool{}
-		e := &elector{client: stallingClient{client, stall[n]}, namespace: "kube-system", node: n, timing: timing,
+		e := &elector{client: stallingClient{Interface: client, stalled: stall[n]}, namespace: "kube-system", node: n, timing: timing,
 			log: slog.New(slog.DiscardHandler), lead: func(_ netip.Addr, held *fence) {
 				mu.Lock()
 				defer mu.Unlock()
@@ -81,32 +81,35 @@ func TestStalledHolderFallsSilent(t *testing.T) {
 	}
 }
 
-// stallingClient hangs Lease updates for 3 s while stalled is set.
+// stallingClient takes latency for every Lease update, as a real API
+// server does, and hangs them for 3 s while stalled is set.
 type stallingClient struct {
 	kubernetes.Interface
 	stalled *atomic.Bool
+	latency time.Duration
 }
 
 func (c stallingClient) CoordinationV1() coordinationclient.CoordinationV1Interface {
-	return stallingCoordination{c.Interface.CoordinationV1(), c.stalled}
+	return stallingCoordination{c.Interface.CoordinationV1(), c}
 }
 
 type stallingCoordination struct {
 	coordinationclient.CoordinationV1Interface
-	stalled *atomic.Bool
+	c stallingClient
 }
 
 func (c stallingCoordination) Leases(ns string) coordinationclient.LeaseInterface {
-	return stallingLeases{c.CoordinationV1Interface.Leases(ns), c.stalled}
+	return stallingLeases{c.CoordinationV1Interface.Leases(ns), c.c}
 }
 
 type stallingLeases struct {
 	coordinationclient.LeaseInterface
-	stalled *atomic.Bool
+	c stallingClient
 }
 
 func (l stallingLeases) Update(ctx context.Context, lease *coordinationv1.Lease, opts metav1.UpdateOptions) (*coordinationv1.Lease, error) {
-	if l.stalled.Load() {
+	time.Sleep(l.c.latency)
+	if l.c.stalled.Load() {
 		time.Sleep(3 * time.Second)
 	}
 	return l.LeaseInterface.Update(ctx, lease, opts)
