@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/skiffnet/skiff/agent/containerd"
 	"github.com/skiffnet/skiff/agent/dataplane"
 )
 
@@ -166,7 +167,10 @@ func UpgradeBinary(t testing.TB, bin string) string {
 		return b
 	}
 	dir := t.TempDir()
-	for _, f := range []string{"skiff-cni", "images"} {
+	// The shipped containerd bundle too: the agent imports its images
+	// with the ctr beside it, and a machine without Debian's containerd
+	// has no other.
+	for _, f := range []string{"skiff-cni", "images", containerd.BundleDir} {
 		if err := os.Symlink(filepath.Join(filepath.Dir(bin), f), filepath.Join(dir, f)); err != nil {
 			t.Fatal(err)
 		}
