@@ -171,10 +171,9 @@ func trial(b *testing.B, c *cluster.Cluster, graceful bool) result {
 // clock).
 func leaseTaken(b *testing.B, c *cluster.Cluster, dead *cluster.Node, t0 time.Time) time.Duration {
 	b.Helper()
-	name := announce.LeaseName(netip.MustParseAddr(vip))
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		l, err := c.Client().CoordinationV1().Leases("kube-system").Get(context.Background(), name, metav1.GetOptions{})
+		l, err := getLease(c)
 		if err == nil && l.Spec.HolderIdentity != nil && *l.Spec.HolderIdentity != dead.Name && l.Spec.AcquireTime != nil {
 			return l.Spec.AcquireTime.Sub(t0)
 		}
@@ -218,21 +217,26 @@ func prepare(b *testing.B, c *cluster.Cluster) (*cluster.Node, []net.Conn) {
 
 func lease(b *testing.B, c *cluster.Cluster) *coordinationv1.Lease {
 	b.Helper()
-	l, err := c.Client().CoordinationV1().Leases("kube-system").Get(context.Background(), announce.LeaseName(netip.MustParseAddr(vip)), metav1.GetOptions{})
+	l, err := getLease(c)
 	if err != nil {
 		b.Fatal(err)
 	}
 	return l
 }
 
+// getLease reads the Lease electing vip's announcer.
+func getLease(c *cluster.Cluster) (*coordinationv1.Lease, error) {
+	name := announce.LeaseName(netip.MustParseAddr(vip))
+	return c.Client().CoordinationV1().Leases("kube-system").Get(context.Background(), name, metav1.GetOptions{})
+}
+
 // waitServing waits until the address answers and a live node holds its
 // Lease, and returns that node and the Lease.
 func waitServing(b *testing.B, c *cluster.Cluster) (*cluster.Node, *coordinationv1.Lease) {
 	b.Helper()
-	name := announce.LeaseName(netip.MustParseAddr(vip))
 	deadline := time.Now().Add(2 * time.Minute)
 	for time.Now().Before(deadline) {
-		l, err := c.Client().CoordinationV1().Leases("kube-system").Get(context.Background(), name, metav1.GetOptions{})
+		l, err := getLease(c)
 		if err == nil && l.Spec.HolderIdentity != nil {
 			for _, n := range c.Nodes {
 				if n.Name == *l.Spec.HolderIdentity && get(c, http.DefaultTransport.(*http.Transport).Clone(), time.Second) == nil {

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netns"
+	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -163,30 +164,13 @@ func e2ePods(b *testing.B, c *testcluster.Cluster) (servers, clients []podRef) {
 	b.Helper()
 	var docs []string
 	for _, ns := range []string{srvNS, cliNS} {
-		docs = append(docs, fmt.Sprintf("apiVersion: v1\nkind: Namespace\nmetadata: {name: %s}\n", ns))
+		docs = append(docs, fmt.Sprintf("apiVersion: v1\nkind: Namespace\nmetadata: {name: %s}\n---\n", ns))
 		for i, n := range c.Nodes {
-			docs = append(docs, fmt.Sprintf(`apiVersion: v1
-kind: Pod
-metadata: {name: p%d, namespace: %s}
-spec:
-  nodeName: %s
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: echo
-    image: skiff.local/echo:v1
-    imagePullPolicy: IfNotPresent
-    ports: [{containerPort: 8080, name: http}]
-    env:
-    - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
-    - {name: POD_NAMESPACE, valueFrom: {fieldRef: {fieldPath: metadata.namespace}}}
-    readinessProbe:
-      httpGet: {path: /healthz, port: http}
-      periodSeconds: 1
-`, i, ns, n.Name))
+			docs = append(docs, testcluster.EchoPodYAML(ns, fmt.Sprintf("p%d", i), n.Name, "lat"))
 		}
 	}
 	file := filepath.Join(b.TempDir(), "pods.yaml")
-	if err := os.WriteFile(file, []byte(strings.Join(docs, "---\n")), 0o644); err != nil {
+	if err := os.WriteFile(file, []byte(strings.Join(docs, "")), 0o644); err != nil {
 		b.Fatal(err)
 	}
 	c.MustKubectl("apply", "-f", file)
@@ -198,7 +182,7 @@ spec:
 			b.Fatal(err)
 		}
 		for _, p := range pods.Items {
-			ref := podRef{name: p.Name, ip: p.Status.PodIP, netns: podNetns(b, ns, p.Name)}
+			ref := podRef{name: p.Name, ip: p.Status.PodIP, netns: podNetns(b, c, &p)}
 			if ns == srvNS {
 				servers = append(servers, ref)
 			} else {
@@ -209,36 +193,20 @@ spec:
 	return servers, clients
 }
 
-// podNetns finds the network namespace of an echo pod through its
-// process's environment (POD_NAMESPACE, POD_NAME).
-func podNetns(b *testing.B, ns, name string) string {
+// podNetns is the network namespace of pod, found through its process
+// on its node.
+func podNetns(b *testing.B, c *testcluster.Cluster, pod *corev1.Pod) string {
 	b.Helper()
-	want := []string{"POD_NAMESPACE=" + ns, "POD_NAME=" + name}
-	procs, _ := filepath.Glob("/proc/[0-9]*/environ")
-	for _, f := range procs {
-		env, err := os.ReadFile(f)
-		if err != nil {
+	for _, n := range c.Nodes {
+		if n.Name != pod.Spec.NodeName {
 			continue
 		}
-		vars := strings.Split(string(env), "\x00")
-		if containsAll(vars, want) {
-			return filepath.Join(filepath.Dir(f), "ns", "net")
+		if pid := n.ProcessWithEnv("POD_NAMESPACE="+pod.Namespace, "POD_NAME="+pod.Name); pid != 0 {
+			return fmt.Sprintf("/proc/%d/ns/net", pid)
 		}
 	}
-	b.Fatalf("no process of pod %s/%s found", ns, name)
+	b.Fatalf("no process of pod %s/%s found on node %s", pod.Namespace, pod.Name, pod.Spec.NodeName)
 	return ""
-}
-
-func containsAll(have, want []string) bool {
-	n := 0
-	for _, h := range have {
-		for _, w := range want {
-			if h == w {
-				n++
-			}
-		}
-	}
-	return n == len(want)
 }
 
 // pairState is what a pair's prober last saw: the result of its probes

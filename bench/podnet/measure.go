@@ -62,7 +62,7 @@ func startPods(r *runner, c *cluster.Cluster) []benchPod {
 	var pods []benchPod
 	for _, n := range c.Nodes {
 		p := byNode[n.Name]
-		pid := findProcess(n.CgroupDir(), "POD_NAME="+p.Name)
+		pid := n.ProcessWithEnv("POD_NAME=" + p.Name)
 		if pid == 0 {
 			r.Fatalf("no process of pod %s in %s", p.Name, n.CgroupDir())
 		}
@@ -78,28 +78,6 @@ func ready(p *corev1.Pod) bool {
 		}
 	}
 	return false
-}
-
-// findProcess returns a process in the cgroup2 subtree dir whose
-// environment holds env (the echo container gets POD_NAME from the downward
-// API), or 0.
-func findProcess(dir, env string) int {
-	pid := 0
-	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err != nil || pid != 0 || d.IsDir() || d.Name() != "cgroup.procs" {
-			return nil
-		}
-		b, _ := os.ReadFile(p)
-		for _, f := range strings.Fields(string(b)) {
-			e, _ := os.ReadFile("/proc/" + f + "/environ")
-			if slices.Contains(strings.Split(string(e), "\x00"), env) {
-				pid, _ = strconv.Atoi(f)
-				return filepath.SkipAll
-			}
-		}
-		return nil
-	})
-	return pid
 }
 
 // waitListen waits until something listens on TCP port in namespace ns.

@@ -5,6 +5,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -46,4 +48,38 @@ func removeCgroups(name string) {
 			os.Remove(dirs[i])
 		}
 	}
+}
+
+// cgroupPIDs lists the processes in a cgroup2 subtree (the node's: its
+// containerd, the plugins it runs, shims and containers).
+func cgroupPIDs(dir string) []int {
+	var pids []int
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || d.Name() != "cgroup.procs" {
+			return nil
+		}
+		b, _ := os.ReadFile(p)
+		for _, f := range strings.Fields(string(b)) {
+			if pid, err := strconv.Atoi(f); err == nil {
+				pids = append(pids, pid)
+			}
+		}
+		return nil
+	})
+	return pids
+}
+
+// ProcessWithEnv is a process of the node (in its cgroup subtree) whose
+// environment holds every one of env, or 0: the echo image gets
+// POD_NAMESPACE and POD_NAME from the downward API, so this finds a pod's
+// process, and /proc/PID/ns/net its network namespace.
+func (n *Node) ProcessWithEnv(env ...string) int {
+	for _, pid := range cgroupPIDs(n.CgroupDir()) {
+		b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+		have := strings.Split(string(b), "\x00")
+		if !slices.ContainsFunc(env, func(e string) bool { return !slices.Contains(have, e) }) {
+			return pid
+		}
+	}
+	return 0
 }

@@ -58,8 +58,8 @@ spec:
   selector: {app: server}
   ports: [{name: http, port: 80, targetPort: http}]
 ---
-`+netpolPod("np-a", "server", n0, "server")+netpolPod("np-a", "client-a", n1, "client")+
-		netpolPod("np-b", "client-b", n1, "client")+netpolPod("np-b", "other-b", n0, "other"))
+`+EchoPodYAML("np-a", "server", n0, "server")+EchoPodYAML("np-a", "client-a", n1, "client")+
+		EchoPodYAML("np-b", "client-b", n1, "client")+EchoPodYAML("np-b", "other-b", n0, "other"))
 	ips := map[string]string{}
 	for _, p := range []string{"np-a/server", "np-a/client-a", "np-b/client-b", "np-b/other-b"} {
 		ns, name, _ := strings.Cut(p, "/")
@@ -238,28 +238,6 @@ spec:
 		c.expectReach(t, reach{"np-b/client-b", server, true}, reach{"np-a/client-a", server, true},
 			reach{"np-b/other-b", "udp:" + serverUDP, true})
 	})
-}
-
-func netpolPod(ns, name, node, app string) string {
-	return fmt.Sprintf(`apiVersion: v1
-kind: Pod
-metadata: {name: %s, namespace: %s, labels: {app: %s}}
-spec:
-  nodeName: %s
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: echo
-    image: skiff.local/echo:v1
-    imagePullPolicy: IfNotPresent
-    ports: [{containerPort: 8080, name: http}, {containerPort: 9001, name: udp-echo, protocol: UDP}]
-    env:
-    - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
-    - {name: POD_NAMESPACE, valueFrom: {fieldRef: {fieldPath: metadata.namespace}}}
-    readinessProbe:
-      httpGet: {path: /healthz, port: http}
-      periodSeconds: 1
----
-`, name, ns, app, node)
 }
 
 func netpolDoc(ns, name, spec string) string {

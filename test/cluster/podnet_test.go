@@ -302,25 +302,6 @@ func testPluginKilledDuringAdd(t *testing.T, c *Cluster, n *Node) {
 	checkNoLeftovers(t, c, n)
 }
 
-// cgroupPIDs lists the processes in a cgroup2 subtree (the node's: its
-// containerd, the plugins it runs, shims and containers).
-func cgroupPIDs(dir string) []int {
-	var pids []int
-	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() || d.Name() != "cgroup.procs" {
-			return nil
-		}
-		b, _ := os.ReadFile(p)
-		for _, f := range strings.Fields(string(b)) {
-			if pid, err := strconv.Atoi(f); err == nil {
-				pids = append(pids, pid)
-			}
-		}
-		return nil
-	})
-	return pids
-}
-
 // checkChurnServes waits for the churn Deployment's rollout and checks that
 // its pods are all Ready on n and answer a pod on the first node.
 func checkChurnServes(t *testing.T, c *Cluster, n *Node, replicas int) {

@@ -102,3 +102,29 @@ func (c *Cluster) nodeNames() []string {
 	}
 	return names
 }
+
+// EchoPodYAML is a YAML document (with its --- separator) for an echo pod
+// pinned to node, labelled app, answering HTTP on 8080 and UDP on 9001,
+// Ready once it serves, with its name and namespace in its environment
+// (Node.ProcessWithEnv finds it by them).
+func EchoPodYAML(ns, name, node, app string) string {
+	return fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: %s, namespace: %s, labels: {app: %s}}
+spec:
+  nodeName: %s
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: echo
+    image: skiff.local/echo:v1
+    imagePullPolicy: IfNotPresent
+    ports: [{containerPort: 8080, name: http}, {containerPort: 9001, name: udp-echo, protocol: UDP}]
+    env:
+    - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+    - {name: POD_NAMESPACE, valueFrom: {fieldRef: {fieldPath: metadata.namespace}}}
+    readinessProbe:
+      httpGet: {path: /healthz, port: http}
+      periodSeconds: 1
+---
+`, name, ns, app, node)
+}
