@@ -48,7 +48,7 @@ func newRootCommand() *cobra.Command {
 			_ = cmd.Help()
 		},
 	}
-	root.AddCommand(newServerCommand(), newAgentCommand(), newDataPlaneCommand(), newKubectlCommand(), newSnapshotCommand(), newInstallCommand(), newUninstallCommand(), newImagesCommand(), newVersionCommand())
+	root.AddCommand(newServerCommand(), newAgentCommand(), newDataPlaneCommand(), newKubectlCommand(), newSnapshotCommand(), newMembersCommand(), newInstallCommand(), newUninstallCommand(), newImagesCommand(), newVersionCommand())
 	return root
 }
 

@@ -25,6 +25,12 @@ type Bundle struct {
 	KubeletClient    *Leaf // the API server's identity towards kubelets
 	FrontProxyClient *Leaf
 	SAKey, SAPub     string
+	// EtcdCA signs the embedded etcd's certificate, which serves its
+	// clients and peers and is also its client identity towards other
+	// members: a separate CA, so a Kubernetes client certificate can never
+	// talk to etcd.
+	EtcdCA *Authority
+	Etcd   *Leaf
 }
 
 // Ensure loads the bundle under dir, creating what is missing. The same data
@@ -42,6 +48,9 @@ func Ensure(dir string, names Names) (*Bundle, error) {
 	if b.FrontProxyCA, err = LoadOrCreateAuthority(dir, "front-proxy-ca", "skiff-front-proxy-ca"); err != nil {
 		return nil, err
 	}
+	if b.EtcdCA, err = LoadOrCreateAuthority(dir, "etcd-ca", "skiff-etcd-ca"); err != nil {
+		return nil, err
+	}
 	leaves := []struct {
 		dst  **Leaf
 		ca   *Authority
@@ -53,6 +62,7 @@ func Ensure(dir string, names Names) (*Bundle, error) {
 		{&b.Scheduler, b.CA, LeafSpec{Name: "scheduler", CommonName: "system:kube-scheduler", Client: true}},
 		{&b.KubeletClient, b.CA, LeafSpec{Name: "apiserver-kubelet-client", CommonName: "kube-apiserver-kubelet-client", Organization: []string{"system:masters"}, Client: true}},
 		{&b.FrontProxyClient, b.FrontProxyCA, LeafSpec{Name: "front-proxy-client", CommonName: "front-proxy-client", Client: true}},
+		{&b.Etcd, b.EtcdCA, LeafSpec{Name: "etcd", CommonName: "etcd", DNSNames: []string{"localhost"}, IPs: names.IPs, Server: true, Client: true}},
 	}
 	for _, l := range leaves {
 		if *l.dst, err = l.ca.Issue(dir, l.spec); err != nil {
@@ -63,6 +73,14 @@ func Ensure(dir string, names Names) (*Bundle, error) {
 		return nil, err
 	}
 	return b, nil
+}
+
+// SharedFiles are the files every server of one cluster holds alike: the
+// authorities and the service-account keys. A joining server receives
+// them; each server issues its own leaves from them.
+var SharedFiles = []string{
+	"ca.crt", "ca.key", "front-proxy-ca.crt", "front-proxy-ca.key",
+	"etcd-ca.crt", "etcd-ca.key", "service-account.key", "service-account.pub",
 }
 
 // Path is a file under the bundle's directory.

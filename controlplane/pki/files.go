@@ -91,3 +91,12 @@ func writeFile(path string, data []byte, mode os.FileMode) error {
 // WriteFile is writeFile for the other control-plane packages' secrets
 // (kubeconfigs, the join token): atomic, with the given mode.
 func WriteFile(path string, data []byte, mode os.FileMode) error { return writeFile(path, data, mode) }
+
+// ParseCert parses the first PEM certificate in data.
+func ParseCert(data []byte) (*x509.Certificate, error) {
+	block, _ := pem.Decode(data)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return nil, fmt.Errorf("no PEM certificate")
+	}
+	return x509.ParseCertificate(block.Bytes)
+}

@@ -49,3 +49,25 @@ func writeConfig(path string, cfg *clientcmdapi.Config) error {
 	}
 	return writeFile(path, data, 0o600)
 }
+
+// SetKubeconfigServer points every cluster of the kubeconfig at path to
+// server, keeping its credentials; a missing file is left missing.
+func SetKubeconfigServer(path, server string) error {
+	cfg, err := clientcmd.LoadFromFile(path)
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	changed := false
+	for _, c := range cfg.Clusters {
+		if c.Server != server {
+			c.Server, changed = server, true
+		}
+	}
+	if !changed {
+		return nil
+	}
+	return writeConfig(path, cfg)
+}

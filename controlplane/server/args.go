@@ -62,7 +62,7 @@ func (s *Server) controllerManagerArgs() []string {
 	return []string{
 		"--kubeconfig=" + s.kubeconfigPath("controller-manager"),
 		"--secure-port=0",
-		"--leader-elect=false",
+		"--leader-elect=" + strconv.FormatBool(s.clustered),
 		// In-process over loopback: upstream's client rate limits (20 QPS)
 		// are meant for a shared remote API server and slow big rollouts.
 		"--kube-api-qps=100",
@@ -89,7 +89,7 @@ func (s *Server) schedulerArgs() []string {
 		"--authentication-kubeconfig=" + s.kubeconfigPath("scheduler"),
 		"--authorization-kubeconfig=" + s.kubeconfigPath("scheduler"),
 		"--secure-port=0",
-		"--leader-elect=false",
+		"--leader-elect=" + strconv.FormatBool(s.clustered),
 		"--profiling=false",
 		// The scheduler's 50 QPS default caps binding at ~50 pods/s.
 		"--kube-api-qps=200",

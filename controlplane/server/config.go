@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/skiffnet/skiff/controlplane/membership"
+	"github.com/skiffnet/skiff/controlplane/pki"
 	lbcontroller "github.com/skiffnet/skiff/loadbalancer/controller"
 )
 
@@ -47,6 +49,16 @@ type Config struct {
 	// a path to pods for pods/proxy, webhooks and aggregated APIs.
 	RoutePods bool
 
+	// ClusterInit (--cluster-init) starts a cluster other servers can
+	// join: etcd serves peers on the advertise address and the join
+	// service listens on JoinPort.
+	ClusterInit bool
+	// JoinURL (--join) and JoinToken (--token) add this server to the
+	// cluster of the server at JoinURL.
+	JoinURL   string
+	JoinToken string
+	JoinPort  int // default membership.DefaultPort
+
 	Out    io.Writer    // progress lines for a person
 	Logger *slog.Logger // structured logs
 }
@@ -73,6 +85,9 @@ func (c *Config) Defaults() {
 	}
 	if c.NodeCIDRMaskSize == 0 {
 		c.NodeCIDRMaskSize = 24
+	}
+	if c.JoinPort == 0 {
+		c.JoinPort = membership.DefaultPort
 	}
 	if c.AdvertiseAddress == "" {
 		c.AdvertiseAddress = DefaultRouteAddress()
@@ -116,10 +131,51 @@ func (c *Config) Validate() error {
 	if c.HTTPSPort < 1 || c.HTTPSPort > 65535 {
 		errs = append(errs, fmt.Errorf("--https-port %d: want 1-65535", c.HTTPSPort))
 	}
+	errs = append(errs, c.validateCluster()...)
 	if ip := net.ParseIP(c.AdvertiseAddress); ip == nil || ip.IsLoopback() || ip.IsUnspecified() {
 		errs = append(errs, fmt.Errorf("--advertise-address %q: want a non-loopback address of this machine that nodes can reach (none was found on the default route)", c.AdvertiseAddress))
 	}
 	return errors.Join(errs...)
+}
+
+func (c *Config) validateCluster() []error {
+	var errs []error
+	switch {
+	case c.JoinURL != "" && c.ClusterInit:
+		errs = append(errs, errors.New("--join and --cluster-init: give --cluster-init to the first server only, --join to the others"))
+	case c.JoinURL != "" && c.JoinToken == "":
+		errs = append(errs, errors.New("--join needs --token: copy DATA/token from a server of the cluster"))
+	case c.JoinToken != "" && c.JoinURL == "":
+		errs = append(errs, errors.New("--token is for --join: name a server of the cluster with --join https://HOST:6443"))
+	}
+	if (c.JoinURL != "" || c.ClusterInit) && len(c.EtcdServers) > 0 {
+		errs = append(errs, errors.New("--etcd-servers with --join or --cluster-init: servers on an external etcd share it already; start each with the same --etcd-servers instead"))
+	}
+	if c.JoinToken != "" {
+		if _, err := pki.ParseJoinToken(c.JoinToken); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if c.JoinPort < 1 || c.JoinPort > 65535 {
+		errs = append(errs, fmt.Errorf("--join-port %d: want 1-65535", c.JoinPort))
+	}
+	return errs
+}
+
+// settings are the flags every server of a cluster shares.
+func (c *Config) settings() membership.Settings {
+	return membership.Settings{
+		ClusterCIDR: c.ClusterCIDR, NodeCIDRMaskSize: c.NodeCIDRMaskSize, ServiceCIDR: c.ServiceCIDR,
+		NodePortRange: c.NodePortRange, ClusterDNS: c.ClusterDNS, ClusterDomain: c.ClusterDomain,
+		GatewayCIDR: c.GatewayCIDR, LoadBalancerPool: c.LoadBalancerPool,
+	}
+}
+
+// adopt takes the cluster's settings over this server's flags.
+func (c *Config) adopt(s membership.Settings) {
+	c.ClusterCIDR, c.NodeCIDRMaskSize, c.ServiceCIDR = s.ClusterCIDR, s.NodeCIDRMaskSize, s.ServiceCIDR
+	c.NodePortRange, c.ClusterDNS, c.ClusterDomain = s.NodePortRange, s.ClusterDNS, s.ClusterDomain
+	c.GatewayCIDR, c.LoadBalancerPool = s.GatewayCIDR, s.LoadBalancerPool
 }
 
 func parsePortRange(s string) (int, int, error) {

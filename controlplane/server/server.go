@@ -21,6 +21,7 @@ import (
 	"github.com/skiffnet/skiff/controlplane/components"
 	"github.com/skiffnet/skiff/controlplane/etcd"
 	"github.com/skiffnet/skiff/controlplane/localpath"
+	"github.com/skiffnet/skiff/controlplane/membership"
 	"github.com/skiffnet/skiff/controlplane/pki"
 	"github.com/skiffnet/skiff/footprint"
 	lbcontroller "github.com/skiffnet/skiff/loadbalancer/controller"
@@ -32,6 +33,12 @@ type Server struct {
 	pki   *pki.Bundle
 	token pki.JoinToken
 	start time.Time
+
+	// clustered: one of several servers on a shared etcd (--cluster-init,
+	// --join, or either on an earlier start).
+	clustered bool
+	joiner    *membership.Client // set while joining for the first time
+	members   *etcd.Members      // the etcd membership, when clustered
 }
 
 // New checks cfg and the machine (data dir writable, port free) so that
@@ -72,6 +79,9 @@ func (s *Server) Token() pki.JoinToken { return s.token }
 func (s *Server) Run(ctx context.Context, ready chan<- struct{}) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	if err := s.prepareCluster(ctx); err != nil {
+		return err
+	}
 	if err := s.credentials(); err != nil {
 		return err
 	}
@@ -82,6 +92,9 @@ func (s *Server) Run(ctx context.Context, ready chan<- struct{}) error {
 	defer stopEtcd()
 
 	done := make(chan error, 8)
+	if s.clustered {
+		s.serveJoin(ctx, done)
+	}
 	s.progress("starting kube-apiserver on https://%s:%d", s.cfg.AdvertiseAddress, s.cfg.HTTPSPort)
 	go func() {
 		done <- component("kube-apiserver", components.RunAPIServer(ctx, s.apiserverArgs(etcdServers)))
@@ -160,18 +173,30 @@ func (s *Server) etcd(ctx context.Context) ([]string, func(), error) {
 		s.progress("using external etcd %v", s.cfg.EtcdServers)
 		return s.cfg.EtcdServers, func() {}, nil
 	}
-	dir := etcd.MemberDir(s.cfg.DataDir)
-	s.progress("starting embedded etcd in %s", dir)
-	e, err := etcd.Start(ctx, etcd.Config{DataDir: dir, ClientPort: s.cfg.EtcdPort, Logger: s.cfg.Logger})
+	var e *etcd.Embedded
+	var err error
+	if s.clustered {
+		e, err = s.clusterEtcd(ctx)
+	} else {
+		dir := etcd.MemberDir(s.cfg.DataDir)
+		s.progress("starting embedded etcd in %s", dir)
+		e, err = etcd.Start(ctx, etcd.Config{DataDir: dir, ClientPort: s.cfg.EtcdPort, Logger: s.cfg.Logger})
+	}
 	if err != nil {
 		return nil, nil, err
 	}
 	// `skiff etcd-snapshot save` finds the running member through this file.
-	if err := pki.WriteFile(filepath.Join(s.cfg.DataDir, "etcd-endpoint"), []byte(e.Endpoint()+"\n"), 0o600); err != nil {
+	if err := pki.WriteFile(s.etcdEndpointFile(), []byte(e.Endpoint()+"\n"), 0o600); err != nil {
 		e.Close()
 		return nil, nil, err
 	}
-	return []string{e.Endpoint()}, e.Close, nil
+	stop := func() {
+		if s.members != nil {
+			s.members.Close()
+		}
+		e.Close()
+	}
+	return []string{e.Endpoint()}, stop, nil
 }
 
 func (s *Server) adminClient() (*kubernetes.Clientset, error) {
@@ -242,39 +267,41 @@ func checkPortFree(host string, port int, flag string) error {
 	return l.Close()
 }
 
-// runControllers starts Skiff's own controllers on one informer factory.
+// runControllers starts Skiff's own controllers: the pod routes of a
+// server without an agent on every server, the cluster-wide ones
+// (local-path provisioner, load balancer allocator) on the one server that
+// leads.
 func (s *Server) runControllers(ctx context.Context, client kubernetes.Interface, done chan<- error) error {
-	factory := informers.NewSharedInformerFactory(client, 0)
-	lp, err := localpath.New(client, factory, s.cfg.Logger.With("controller", "local-path"))
-	if err != nil {
-		return err
-	}
 	if s.cfg.RoutePods {
+		factory := informers.NewSharedInformerFactory(client, 0)
 		if err := s.routePods(ctx, client, factory, done); err != nil {
 			return err
 		}
+		factory.Start(ctx.Done())
 	}
-	factory.Start(ctx.Done())
-	go func() { done <- component("local-path provisioner", lp.Run(ctx)) }()
-	if err := s.runLoadBalancer(ctx, done); err != nil {
-		return err
-	}
-	return nil
-}
-
-// runLoadBalancer starts the address allocator of LoadBalancer Services
-// and Gateways (loadbalancer/controller, docs/loadbalancer.md): it must
-// run once per cluster, so it lives here and not in the agents.
-func (s *Server) runLoadBalancer(ctx context.Context, done chan<- error) error {
 	rc, err := clientcmd.BuildConfigFromFlags("", s.AdminKubeconfig())
 	if err != nil {
 		return err
 	}
-	lb, err := lbcontroller.ForServer(ctx, rc, s.cfg.lbFlags(), s.cfg.Logger.With("controller", "loadbalancer"))
-	if err != nil {
-		return fmt.Errorf("load balancer allocator: %w", err)
-	}
-	go func() { done <- component("load balancer allocator", lb.Run(ctx)) }()
+	s.leading(ctx, client, done, func(ctx context.Context) error {
+		factory := informers.NewSharedInformerFactory(client, 0)
+		lp, err := localpath.New(client, factory, s.cfg.Logger.With("controller", "local-path"))
+		if err != nil {
+			return err
+		}
+		// The allocator of LoadBalancer Services and Gateways
+		// (loadbalancer/controller, docs/loadbalancer.md) must run once
+		// per cluster, so it lives here and not in the agents.
+		lb, err := lbcontroller.ForServer(ctx, rc, s.cfg.lbFlags(), s.cfg.Logger.With("controller", "loadbalancer"))
+		if err != nil {
+			return fmt.Errorf("load balancer allocator: %w", err)
+		}
+		factory.Start(ctx.Done())
+		errs := make(chan error, 2)
+		go func() { errs <- component("local-path provisioner", lp.Run(ctx)) }()
+		go func() { errs <- component("load balancer allocator", lb.Run(ctx)) }()
+		return <-errs
+	})
 	return nil
 }
 
