@@ -16,6 +16,7 @@ import (
 	"github.com/skiffnet/skiff/agent/cgroups"
 	"github.com/skiffnet/skiff/agent/join"
 	"github.com/skiffnet/skiff/agent/kubelet"
+	"github.com/skiffnet/skiff/agent/serverlb"
 	"github.com/skiffnet/skiff/controlplane/pki"
 )
 
@@ -24,6 +25,7 @@ type Agent struct {
 	cfg     Config
 	metrics *prometheus.Registry // the data plane's metrics, served on MetricsAddr
 	start   time.Time
+	servers *serverlb.Balancer // the client-side load balancer over the API servers; nil with Config.Kubeconfig
 }
 
 // New checks cfg.
@@ -58,11 +60,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := cgroups.Join(c.CgroupRoot(), os.Getpid()); err != nil {
 		return err
 	}
-	kcfg, err := a.credentials(ctx)
+	done := make(chan error, 8)
+	kcfg, err := a.credentials(ctx, done)
 	if err != nil {
 		return err
 	}
-	done := make(chan error, 8)
 	endpoint, err := a.runtime(ctx, done)
 	if err != nil {
 		return err
@@ -77,6 +79,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	client, err := a.waitForNodeClient(ctx, kcfg.Kubeconfig, done)
 	if err != nil {
 		return err
+	}
+	if a.servers != nil {
+		go a.followServers(ctx, client)
 	}
 	if err := a.startDataPlane(ctx, client, kcfg.Kubeconfig, done); err != nil {
 		return err
@@ -93,7 +98,7 @@ func (a *Agent) Run(ctx context.Context) error {
 
 // credentials prepares how the kubelet reaches the API: the given
 // kubeconfig, or a bootstrap kubeconfig from the join token.
-func (a *Agent) credentials(ctx context.Context) (kubelet.Config, error) {
+func (a *Agent) credentials(ctx context.Context, done chan<- error) (kubelet.Config, error) {
 	c := &a.cfg
 	state := c.stateDir()
 	kc := kubelet.Config{
@@ -131,8 +136,17 @@ func (a *Agent) credentials(ctx context.Context) (kubelet.Config, error) {
 	if err := pki.WriteFile(kc.ClientCAFile, caPEM, 0o644); err != nil {
 		return kc, err
 	}
+	server, err := a.startServerLB(ctx, done)
+	if err != nil {
+		return kc, err
+	}
+	// A node that joined before its agent had a load balancer reaches
+	// one server directly: move its kubeconfig onto the load balancer.
+	if err := pki.SetKubeconfigServer(kc.Kubeconfig, server); err != nil {
+		return kc, err
+	}
 	kc.BootstrapConfig = filepath.Join(state, "bootstrap.kubeconfig")
-	if err := pki.WriteTokenKubeconfig(kc.BootstrapConfig, c.Server, caPEM, tok.Bootstrap(), "kubelet-bootstrap"); err != nil {
+	if err := pki.WriteTokenKubeconfig(kc.BootstrapConfig, server, caPEM, tok.Bootstrap(), "kubelet-bootstrap"); err != nil {
 		return kc, err
 	}
 	return kc, nil

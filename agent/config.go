@@ -59,6 +59,11 @@ type Config struct {
 	ClusterDNS    string // default 10.96.0.10
 	ClusterDomain string // default cluster.local
 
+	// APIServerLB is where the node's client-side load balancer over
+	// every API server listens (default 127.0.0.1:6444); the kubelet and
+	// the data plane reach the API through it (agent/serverlb).
+	APIServerLB string
+
 	// Kubeconfig, when set, is used instead of joining with Token: the
 	// server's in-process agent gets its node credentials directly.
 	Kubeconfig   string
@@ -76,6 +81,9 @@ func (c *Config) Defaults() {
 	}
 	if c.DataDir == "" {
 		c.DataDir = "/var/lib/skiff/agent"
+	}
+	if c.APIServerLB == "" {
+		c.APIServerLB = "127.0.0.1:6444"
 	}
 	if c.PodNetwork == "" {
 		c.PodNetwork = "routed"

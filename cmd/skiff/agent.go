@@ -52,6 +52,7 @@ eBPF service load balancing, cluster DNS and ingress proxy.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.Server, "server", "", "the server's URL, https://HOST:6443")
+	f.StringVar(&cfg.APIServerLB, "apiserver-lb-addr", "127.0.0.1:6444", "where the node's load balancer over every API server listens; the kubelet and the data plane reach the API through it (a cluster of several servers keeps working when one dies)")
 	f.StringVar(&cfg.Token, "token", "", "the join token from the server's DATA/token")
 	f.StringVar(&cfg.NodeName, "node-name", "", "this node's name (default: the hostname)")
 	f.StringVar(&cfg.NodeIP, "node-ip", "", "this node's address (default: the default route's source address)")

@@ -88,7 +88,7 @@ func (s *Server) clusterEtcd(ctx context.Context) (*etcd.Embedded, error) {
 	cc := &etcd.ClusterConfig{Name: s.memberName(), Address: s.cfg.AdvertiseAddress, TLS: s.etcdTLS()}
 	var learner uint64
 	if s.joiner != nil {
-		id, initial, err := s.joiner.AddMember(ctx, cc.Name, cc.PeerURL(s.cfg.EtcdPort))
+		id, initial, err := s.addMember(ctx, cc)
 		if err != nil {
 			return nil, fmt.Errorf("--join %s: add this server to etcd: %w", s.cfg.JoinURL, err)
 		}
@@ -123,6 +123,26 @@ func (s *Server) clusterEtcd(ctx context.Context) (*etcd.Embedded, error) {
 		return nil, err
 	}
 	return e, nil
+}
+
+// addMember adds this server's member as a learner. etcd refuses a
+// member change while a member added moments ago is not yet connected
+// ("unhealthy cluster"), as when servers join one right after another:
+// that is retried for a minute.
+func (s *Server) addMember(ctx context.Context, cc *etcd.ClusterConfig) (uint64, string, error) {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		id, initial, err := s.joiner.AddMember(ctx, cc.Name, cc.PeerURL(s.cfg.EtcdPort))
+		if err == nil || !strings.Contains(err.Error(), "unhealthy cluster") || time.Now().After(deadline) {
+			return id, initial, err
+		}
+		s.progress("etcd is not taking members yet (a member added moments ago is still connecting); retrying")
+		select {
+		case <-ctx.Done():
+			return 0, "", ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
 }
 
 // promote waits until the learner holds the leader's log and is promoted:

@@ -82,6 +82,9 @@ func (s *Server) Run(ctx context.Context, ready chan<- struct{}) error {
 	if err := s.prepareCluster(ctx); err != nil {
 		return err
 	}
+	if s.clustered {
+		s.restartOnFatal()
+	}
 	if err := s.credentials(); err != nil {
 		return err
 	}

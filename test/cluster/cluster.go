@@ -38,6 +38,12 @@ type Options struct {
 	// ServerArgs and AgentArgs are appended to every server's and agent's
 	// command line (bench/footprint turns on --profile-addr with them).
 	ServerArgs, AgentArgs []string
+	// Servers above 1 makes a multi-server control plane: server 1 with
+	// --cluster-init, the others joining it, each in its own namespace
+	// (Cluster.Servers). Agents are seeded with server 1's URL.
+	Servers int
+	// NoNodes starts no node at all (control-plane benchmarks).
+	NoNodes bool
 }
 
 // Cluster is a running test cluster.
@@ -54,13 +60,15 @@ type Cluster struct {
 	serverStarts int
 	opts         Options
 	restCfg      *rest.Config
+	// Servers are the servers of a multi-server cluster (Options.Servers).
+	Servers []*Server
 }
 
 // Start builds the namespaces, starts the server and one agent per node.
 func Start(t harness.T, opts Options) *Cluster {
 	t.Helper()
 	harness.RequireRoot(t)
-	if opts.Nodes == 0 {
+	if opts.Nodes == 0 && !opts.NoNodes {
 		opts.Nodes = 3
 	}
 	if opts.PodNetwork == "" {
@@ -73,7 +81,11 @@ func Start(t harness.T, opts Options) *Cluster {
 	t.Cleanup(func() { cleanup.UnmountUnder(c.Dir) })
 	c.Infra = buildBridge(t, c.ID)
 	c.ClientNS = attach(t, c.Infra, c.ID, "c", c.ID+"-client", clientIP)
-	c.startServer()
+	if opts.Servers > 1 {
+		c.startServers()
+	} else {
+		c.startServer()
+	}
 	c.startRegistry()
 	for range opts.Nodes {
 		c.AddHost().StartAgent()
@@ -127,7 +139,12 @@ func (c *Cluster) Token() string {
 }
 
 // ServerURL is where nodes reach the API server.
-func (c *Cluster) ServerURL() string { return "https://" + bridgeIP + ":6443" }
+func (c *Cluster) ServerURL() string {
+	if len(c.Servers) > 0 {
+		return c.Servers[0].URL()
+	}
+	return "https://" + bridgeIP + ":6443"
+}
 
 // Kubeconfig is the admin kubeconfig; it works from inside the infra
 // namespace (see Kubectl), not from the test's own.
@@ -143,7 +160,7 @@ func (c *Cluster) Client() kubernetes.Interface {
 
 // Kubectl runs `skiff kubectl` against the cluster.
 func (c *Cluster) Kubectl(args ...string) (string, error) {
-	return output(c.Infra, "", c.Bin, append([]string{"kubectl", "--kubeconfig", c.Kubeconfig()}, args...)...)
+	return output(c.apiNamespace(), "", c.Bin, append([]string{"kubectl", "--kubeconfig", c.Kubeconfig()}, args...)...)
 }
 
 // MustKubectl is Kubectl failing the test on error.

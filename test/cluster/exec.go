@@ -104,3 +104,27 @@ func DialerIn(nsPath string) func(ctx context.Context, network, addr string) (ne
 }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// commandContext runs a command in ns until it ends or ctx is done (then
+// its process group is killed) and returns its combined output.
+func commandContext(ctx context.Context, ns namespace, name string, args ...string) (string, error) {
+	cmd, err := command(ns, "", name, args...)
+	if err != nil {
+		return "", err
+	}
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		return "", err
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return out.String(), err
+	case <-ctx.Done():
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+		return out.String(), ctx.Err()
+	}
+}
