@@ -73,7 +73,7 @@ test-unit:
 	$(GO) test -count=1 $$($(GO) list ./... | grep -v -e /test/ -e /hack)
 
 test-e2e:
-	SKIFF_BINARY=$(CURDIR)/$(OUT)/skiff KUBECTL_BINARY=$(CURDIR)/$(OUT)/kubectl $(GO) test -count=1 -p 1 -timeout 40m ./test/...
+	SKIFF_BINARY=$(CURDIR)/$(OUT)/skiff KUBECTL_BINARY=$(CURDIR)/$(OUT)/kubectl $(GO) test -count=1 -p 1 -timeout 45m ./test/...
 
 # A multi-node test cluster on this machine (network namespaces joined by a
 # bridge), for trying things by hand: make cluster NODES=3; make cluster-down.

@@ -65,6 +65,20 @@ func TestHAControlPlane(t *testing.T) {
 	if len(res.acked) != 1000 {
 		t.Errorf("%d of 1000 writes acknowledged", len(res.acked))
 	}
+	// The kubelets renew their node Leases through the agents' load
+	// balancers: they must carry on through another server.
+	killedAt := time.Now().Add(-res.sinceKill)
+	if err := poll(time.Minute, func() bool {
+		for _, n := range c.Nodes {
+			l, err := c.Client().CoordinationV1().Leases("kube-node-lease").Get(context.Background(), n.Name, metav1.GetOptions{})
+			if err != nil || l.Spec.RenewTime == nil || !l.Spec.RenewTime.After(killedAt) {
+				return false
+			}
+		}
+		return true
+	}); err != nil {
+		t.Errorf("a kubelet did not renew its node Lease within a minute of the server's death")
+	}
 	if after := c.PodRestarts(t); after != podsBefore {
 		t.Errorf("pods restarted or were replaced while a server died:\nbefore:\n%s\nafter:\n%s", podsBefore, after)
 	}
@@ -137,6 +151,8 @@ type writeResult struct {
 	// failures are the failed attempts after the kill: which server,
 	// how long the attempt took, the error.
 	failures []string
+	// sinceKill: from the kill to the end of the writes.
+	sinceKill time.Duration
 }
 
 // writeConfigMaps creates n ConfigMaps with sequential names, one at a
@@ -194,6 +210,7 @@ func (c *Cluster) writeConfigMaps(t testing.TB, n, killAt int, kill func()) writ
 		last = now
 		res.acked = append(res.acked, name)
 	}
+	res.sinceKill = time.Since(killed)
 	return res
 }
 
