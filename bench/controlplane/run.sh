@@ -2,6 +2,8 @@
 # Benchmarks the control plane of an already built skiff binary. It builds
 # only this small program, never skiff itself (that takes minutes).
 #   bench/controlplane/run.sh [--pods 1000] [--nodes 100] [--ops 1000]
+#   bench/controlplane/run.sh --servers 3   one server against three on test
+#     clusters of network namespaces (latency, failover; TRIALS=10 OPS=300)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 bin="${SKIFF_BINARY:-$root/_output/skiff}"
@@ -10,4 +12,9 @@ if [[ ! -x "$bin" ]]; then
 	exit 1
 fi
 cd "$root"
+if [[ ${1:-} == --servers ]]; then
+	[[ ${2:-} == 3 ]] || { echo "bench/controlplane: --servers: only 3 is measured" >&2; exit 1; }
+	export SKIFF_BINARY="$bin" KUBECTL_BINARY="${KUBECTL_BINARY:-$root/_output/kubectl}"
+	exec go test -run '^$' -bench ControlPlane -benchtime 1x -timeout 40m -v ./bench/controlplane/ha
+fi
 exec go run ./bench/controlplane --skiff "$bin" "$@"

@@ -165,8 +165,32 @@ func (m *Members) Promote(ctx context.Context, id uint64) error {
 	return nil
 }
 
-// Remove removes the member called name.
+// Remove removes the member called name. A cluster that has just lost a
+// member may be electing a leader or still count the member as connected
+// ("unhealthy cluster"): that is retried for 30 s.
 func (m *Members) Remove(ctx context.Context, name string) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := m.remove(ctx, name)
+		var none *noMemberError
+		if err == nil || errors.As(err, &none) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+type noMemberError struct{ name, members string }
+
+func (e *noMemberError) Error() string {
+	return fmt.Sprintf("no etcd member is called %q; members: %s (see skiff etcd-member list)", e.name, e.members)
+}
+
+func (m *Members) remove(ctx context.Context, name string) error {
 	list, err := m.client.MemberList(ctx)
 	if err != nil {
 		return fmt.Errorf("list etcd members: %w", err)
@@ -181,7 +205,7 @@ func (m *Members) Remove(ctx context.Context, name string) error {
 		}
 		names = append(names, pm.Name)
 	}
-	return fmt.Errorf("no etcd member is called %q; members: %s", name, strings.Join(names, ", "))
+	return &noMemberError{name: name, members: strings.Join(names, ", ")}
 }
 
 // EnsurePeerURL points the member called name at peerURL: a server that

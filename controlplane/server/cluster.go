@@ -61,6 +61,9 @@ func (s *Server) fetchCluster(ctx context.Context) error {
 		return fmt.Errorf("--join %s: %w", s.cfg.JoinURL, err)
 	}
 	s.cfg.adopt(settings)
+	if err := membership.SaveSettings(s.cfg.DataDir, settings); err != nil {
+		return err
+	}
 	s.progress("took the cluster's keys and settings (cluster CIDR %s, service CIDR %s)", settings.ClusterCIDR, settings.ServiceCIDR)
 	s.joiner, s.clustered = joiner, true
 	return nil

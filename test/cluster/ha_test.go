@@ -88,6 +88,30 @@ func TestHAControlPlane(t *testing.T) {
 		c.WaitMembers(t, 3)
 	})
 
+	t.Run("RestartJoined", func(t *testing.T) {
+		s := c.Servers[1] // joined with --join: restarts from its own data
+		s.Stop()
+		s.Start()
+		c.WaitMembers(t, 3)
+	})
+
+	t.Run("RemoveMember", func(t *testing.T) {
+		gone := c.Servers[2]
+		gone.Kill()
+		name := gone.Hostname() + "-" + strings.ReplaceAll(gone.IP, ".", "-")
+		s1 := c.Servers[0]
+		if out, err := s1.Exec(c.Bin, "etcd-member", "remove", name, "--data-dir", s1.Dir); err != nil {
+			t.Fatalf("etcd-member remove: %v\n%s", err, out)
+		}
+		c.WaitMembers(t, 2)
+		// It comes back as a new member: an empty etcd dir and --join.
+		if err := os.Rename(filepath.Join(gone.Dir, "etcd"), filepath.Join(gone.Dir, "etcd.removed")); err != nil {
+			t.Fatal(err)
+		}
+		gone.Start()
+		c.WaitMembers(t, 3)
+	})
+
 	// A snapshot from a server that is not the first, for Restore below.
 	snap := filepath.Join(t.TempDir(), "snap.db")
 	if out, err := c.Servers[1].Exec(c.Bin, "etcd-snapshot", "save", snap, "--data-dir", c.Servers[1].Dir); err != nil {

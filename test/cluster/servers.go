@@ -67,6 +67,9 @@ func (s *Server) Start() {
 	}
 }
 
+// Stop ends the server with SIGTERM (a restart).
+func (s *Server) Stop() { s.proc.stop(syscall.SIGTERM) }
+
 // Kill ends the server with SIGKILL (a crash or a lost machine).
 func (s *Server) Kill() { s.proc.stop(syscall.SIGKILL) }
 
