@@ -245,7 +245,8 @@ func TestGatewayStatusWritten(t *testing.T) {
 	)
 	// Created through the client: the fake's object tracker would file a
 	// Gateway passed to NewSimpleClientset under the guessed "gatewaies".
-	if _, err := gw.GatewayV1().Gateways("default").Create(context.Background(), &gatewayv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "gw", Generation: 1}, Spec: gatewayv1.GatewaySpec{GatewayClassName: "skiff",
+	if _, err := gw.GatewayV1().Gateways("default").Create(context.Background(), &gatewayv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "gw", Generation: 1,
+		Annotations: map[string]string{routes.AddressAnnotation: routes.OnNodes}}, Spec: gatewayv1.GatewaySpec{GatewayClassName: "skiff",
 		Listeners: []gatewayv1.Listener{{Name: "http", Port: 80, Protocol: gatewayv1.HTTPProtocolType, AllowedRoutes: &gatewayv1.AllowedRoutes{Namespaces: &gatewayv1.RouteNamespaces{From: &from}}}}}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}

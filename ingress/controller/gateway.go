@@ -116,6 +116,9 @@ func (g *gatewayWatch) writeStatus(ctx context.Context, st *routes.GatewayStatus
 		if len(want.Addresses) > 0 {
 			u.Status.Addresses = want.Addresses
 		}
+		if notAssigned(want) {
+			u.Status.Addresses = nil
+		}
 		u.Status.Conditions = mergeConditions(gw.Status.Conditions, want.Conditions)
 		var ls []gatewayv1.ListenerStatus
 		for _, l := range want.Listeners {
@@ -182,4 +185,11 @@ func (g *gatewayWatch) writeStatus(ctx context.Context, st *routes.GatewayStatus
 	if failed {
 		g.c.retryLater(ctx)
 	}
+}
+
+// notAssigned reports a Gateway whose address the allocator has not
+// decided yet (routes.AddressPending): it gets no address in its status.
+func notAssigned(st *gatewayv1.GatewayStatus) bool {
+	c := meta.FindStatusCondition(st.Conditions, string(gatewayv1.GatewayConditionProgrammed))
+	return c != nil && c.Reason == string(gatewayv1.GatewayReasonAddressNotAssigned)
 }

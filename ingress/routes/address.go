@@ -13,6 +13,22 @@ import (
 // by ARP, and the proxy serves only that Gateway's routes on it.
 const AddressAnnotation = "skiff.io/gateway-address"
 
+// OnNodes is AddressAnnotation's value for a Gateway the allocator gave no
+// address of its own (no pool serves Gateways, or none has one free): it
+// is served on the nodes' addresses. Until the allocator has written
+// either, the Gateway's address is not known yet, and the proxies do not
+// report one: reporting the nodes' addresses first and the pool address
+// a moment later sent clients (the conformance suite among them) to
+// addresses that stop serving the Gateway's routes.
+const OnNodes = "nodes"
+
+// AddressPending reports whether the allocator has not yet decided where
+// gw is served.
+func AddressPending(gw *gatewayv1.Gateway) bool {
+	_, decided := gw.Annotations[AddressAnnotation]
+	return len(gw.Spec.Addresses) == 0 && !decided
+}
+
 // GatewayAddress returns the address a Gateway is served on: the first
 // IPAddress of spec.addresses (the user's request) or the allocated one in
 // AddressAnnotation. ok is false when the Gateway has none, and it is then
@@ -29,7 +45,7 @@ func GatewayAddress(gw *gatewayv1.Gateway) (addr netip.Addr, ok bool, err error)
 		}
 		return ip.Unmap(), true, nil
 	}
-	if v := gw.Annotations[AddressAnnotation]; v != "" {
+	if v := gw.Annotations[AddressAnnotation]; v != "" && v != OnNodes {
 		ip, perr := netip.ParseAddr(v)
 		if perr != nil {
 			return netip.Addr{}, false, fmt.Errorf("annotation %s: %q is not an IP address; delete the annotation and the server allocates a new one", AddressAnnotation, v)

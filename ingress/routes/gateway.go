@@ -98,6 +98,7 @@ func (b *builder) gateways(in *GatewayInput) {
 	}
 	listeners := map[types.NamespacedName][]*listener{}
 	badAddress := map[types.NamespacedName]string{}
+	pending := map[types.NamespacedName]bool{}
 	for _, gw := range in.Gateways {
 		if !ours[string(gw.Spec.GatewayClassName)] || gw.DeletionTimestamp != nil {
 			continue
@@ -105,6 +106,7 @@ func (b *builder) gateways(in *GatewayInput) {
 		key := types.NamespacedName{Namespace: gw.Namespace, Name: gw.Name}
 		gs := &gatewayv1.GatewayStatus{}
 		st.Gateways[key] = gs
+		pending[key] = AddressPending(gw)
 		addr, own, err := GatewayAddress(gw)
 		if err != nil {
 			b.problem("gateway/"+key.String(), "%v", err)
@@ -155,6 +157,11 @@ func (b *builder) gateways(in *GatewayInput) {
 		if !programmed {
 			progReason = string(gatewayv1.GatewayReasonInvalid)
 		}
+		progMsg := ""
+		if pending[key] && programmed {
+			programmed, progReason = false, string(gatewayv1.GatewayReasonAddressNotAssigned)
+			progMsg = "waiting for the server's address allocator (skiff server runs it) to give this Gateway an address or place it on the nodes' addresses"
+		}
 		accMsg := ""
 		if msg, bad := badAddress[key]; bad {
 			// The Gateway is still served on the nodes' addresses, but
@@ -163,7 +170,7 @@ func (b *builder) gateways(in *GatewayInput) {
 		}
 		gs.Conditions = []metav1.Condition{
 			cond(string(gatewayv1.GatewayConditionAccepted), gwAccepted, accReason, accMsg, gen),
-			cond(string(gatewayv1.GatewayConditionProgrammed), programmed, progReason, "", gen),
+			cond(string(gatewayv1.GatewayConditionProgrammed), programmed, progReason, progMsg, gen),
 		}
 	}
 }

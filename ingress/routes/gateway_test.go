@@ -19,8 +19,9 @@ func gwClass() *gatewayv1.GatewayClass {
 
 func gateway(name string, ls ...gatewayv1.Listener) *gatewayv1.Gateway {
 	return &gatewayv1.Gateway{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "infra", Name: name, Generation: 1},
-		Spec:       gatewayv1.GatewaySpec{GatewayClassName: "skiff", Listeners: ls},
+		ObjectMeta: metav1.ObjectMeta{Namespace: "infra", Name: name, Generation: 1,
+			Annotations: map[string]string{AddressAnnotation: OnNodes}},
+		Spec: gatewayv1.GatewaySpec{GatewayClassName: "skiff", Listeners: ls},
 	}
 }
 

@@ -106,7 +106,9 @@ func (g *gateways) list() ([]*gatewayv1.Gateway, error) {
 func (c *Controller) writeGateway(ctx context.Context, gw *gatewayv1.Gateway, o pool.Outcome) error {
 	g := c.gw
 	name := types.NamespacedName{Namespace: gw.Namespace, Name: gw.Name}
-	want := ""
+	// Every Gateway gets a decision: its address, or "on the nodes"
+	// (routes.OnNodes), so the proxies know when to report one.
+	want := routes.OnNodes
 	if o.Assigned() {
 		want = o.Addrs[0].String()
 	}
@@ -136,7 +138,7 @@ func (c *Controller) writeGateway(ctx context.Context, gw *gatewayv1.Gateway, o 
 	g.mu.Unlock()
 	// A Gateway with no pool serving Gateways and nothing asked is the
 	// ordinary node-address case, not worth an event.
-	quiet := o.Reason == pool.ReasonNoPool && len(gw.Spec.Addresses) == 0 && have == ""
+	quiet := o.Reason == pool.ReasonNoPool && len(gw.Spec.Addresses) == 0 && (have == "" || have == routes.OnNodes)
 	if changed && !quiet {
 		kind := v1.EventTypeNormal
 		if !o.Assigned() {

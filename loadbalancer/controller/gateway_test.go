@@ -72,10 +72,10 @@ func TestControllerGateways(t *testing.T) {
 		return s.Status.LoadBalancer.Ingress[0].IP
 	}
 	err = wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
-		return svcAddr() == "192.168.9.1" && annotation("g") == "192.168.9.2" && annotation("refused") == "", nil
+		return svcAddr() == "192.168.9.1" && annotation("g") == "192.168.9.2" && annotation("refused") == routes.OnNodes, nil
 	})
 	if err != nil {
-		t.Errorf("want Service web 192.168.9.1 (older), Gateway g 192.168.9.2, refused none; got %q %q %q", svcAddr(), annotation("g"), annotation("refused"))
+		t.Errorf("want Service web 192.168.9.1 (older), Gateway g 192.168.9.2, refused on the nodes; got %q %q %q", svcAddr(), annotation("g"), annotation("refused"))
 	}
 	if got := annotation("foreign"); got != "" {
 		t.Errorf("a Gateway of another controller got address %q", got)
